@@ -1,0 +1,1 @@
+"""HTTP APIs (FastAPI apps wrapped by Mangum in the handlers)."""

@@ -1,0 +1,37 @@
+"""The contract between the offline job that writes a model version and the serving code that reads it.
+
+A published version holds these files (names are keys of the manifest's ``files`` table):
+
+``features.json``   the ``FeatureSpec`` (vocabularies, hash buckets, bucket boundaries) — see features.py
+``user_tower.onnx`` inputs ``history`` int64 [B, L] (item ids, most recent first, 0 = padding) and
+                    ``user_features`` int64 [B, F]; output ``embedding`` float32 [B, D], L2-normalised
+``item_tower.onnx`` inputs ``item`` int64 [B] and ``item_content`` int64 [B, T]; output ``embedding``
+``items.npz``       ``item_ids`` (unicode [N]; row i is feature id i + 1 and hnsw label i),
+                    ``embeddings`` float32 [N, D] (item tower output for every catalogue item),
+                    ``category_names`` (unicode [C]), ``category_offsets`` int64 [N + 1] and
+                    ``category_codes`` int32 (CSR: categories of item i are
+                    codes[offsets[i]:offsets[i + 1]]), ``titles`` (unicode [N])
+``items.hnsw``      hnswlib index (space "ip", labels = rows of items.npz), params in the manifest
+``popularity.npz``  ``item_ids`` (unicode [P]) and ``scores`` float32 [P], time-decayed, best first;
+                    optional ``segments`` (unicode [S]) with ``segment_offsets`` int64 [S + 1] and
+                    ``segment_items`` int64 (rows into item_ids) for demographic popularity
+
+The manifest (written by ``towerlight.store.versions.publish_version``) also carries ``params``
+(hyper-parameters, embedding dim, hnsw ``ef``/``M``), ``metrics`` (evaluation table), ``data`` (window,
+counts) and ``gate`` (the quality-gate decision). Arrays are always loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+FEATURES = "features.json"
+USER_TOWER = "user_tower.onnx"
+ITEM_TOWER = "item_tower.onnx"
+ITEMS = "items.npz"
+INDEX = "items.hnsw"
+POPULARITY = "popularity.npz"
+
+REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY)
+
+USER_TOWER_INPUTS = ("history", "user_features")
+ITEM_TOWER_INPUTS = ("item", "item_content")
+TOWER_OUTPUT = "embedding"

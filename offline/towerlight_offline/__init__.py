@@ -1,0 +1,1 @@
+"""Towerlight offline side: data, training, export, evaluation, publishing, and the CLI."""
