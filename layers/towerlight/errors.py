@@ -24,6 +24,12 @@ class ValidationError(TowerlightError):
     code = "invalid_request"
 
 
+class MalformedRequestError(TowerlightError):
+    """The request body is not JSON at all."""
+
+    code = "malformed_request"
+
+
 class PayloadTooLargeError(TowerlightError):
     code = "payload_too_large"
 
@@ -61,6 +67,7 @@ class DatabaseUnavailableError(TowerlightError):
 
 
 HTTP_STATUS: dict[type[TowerlightError], int] = {
+    MalformedRequestError: 400,
     ValidationError: 422,
     PayloadTooLargeError: 413,
     NotFoundError: 404,
