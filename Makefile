@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/towerlight bench ingest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache .aws-sam

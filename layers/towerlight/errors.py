@@ -38,7 +38,13 @@ class NotFoundError(TowerlightError):
     code = "not_found"
 
 
-class ModelUnavailableError(TowerlightError):
+class ServiceUnavailableError(TowerlightError):
+    """A dependency (queue, database, another function) cannot be reached right now; retry later."""
+
+    code = "service_unavailable"
+
+
+class ModelUnavailableError(ServiceUnavailableError):
     code = "model_unavailable"
 
 
@@ -58,11 +64,11 @@ class PointerConflictError(ArtifactError):
     code = "pointer_conflict"
 
 
-class QueueError(TowerlightError):
+class QueueError(ServiceUnavailableError):
     code = "queue_unavailable"
 
 
-class DatabaseUnavailableError(TowerlightError):
+class DatabaseUnavailableError(ServiceUnavailableError):
     code = "database_unavailable"
 
 
@@ -71,9 +77,7 @@ HTTP_STATUS: dict[type[TowerlightError], int] = {
     ValidationError: 422,
     PayloadTooLargeError: 413,
     NotFoundError: 404,
-    ModelUnavailableError: 503,
-    QueueError: 503,
-    DatabaseUnavailableError: 503,
+    ServiceUnavailableError: 503,
     PointerConflictError: 409,
     VersionExistsError: 409,
 }
