@@ -32,7 +32,8 @@ class Settings:
         return self.events_queue_url
 
 
-def _number(name: str, default: float, minimum: float) -> float:
+def env_number(name: str, default: float, minimum: float) -> float:
+    """A number from the environment (``default`` when unset), refused with a clear error below ``minimum``."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -45,6 +46,11 @@ def _number(name: str, default: float, minimum: float) -> float:
     return value
 
 
+def region() -> str:
+    """The AWS region for clients: ``AWS_REGION``, then ``AWS_DEFAULT_REGION``, else us-east-1."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings from the environment, validated once per process (call ``get_settings.cache_clear()`` in tests)."""
@@ -53,9 +59,9 @@ def get_settings() -> Settings:
         database_url=os.environ.get("DATABASE_URL") or None,
         database_secret_arn=os.environ.get("DATABASE_SECRET_ARN") or None,
         events_queue_url=os.environ.get("EVENTS_QUEUE_URL") or None,
-        model_refresh_seconds=_number("MODEL_REFRESH_SECONDS", 60.0, 0.0),
-        history_length=int(_number("TOWERLIGHT_HISTORY_LENGTH", 50, 1)),
-        candidates=int(_number("TOWERLIGHT_CANDIDATES", 200, 10)),
-        db_timeout_ms=int(_number("TOWERLIGHT_DB_TIMEOUT_MS", 200, 10)),
+        model_refresh_seconds=env_number("MODEL_REFRESH_SECONDS", 60.0, 0.0),
+        history_length=int(env_number("TOWERLIGHT_HISTORY_LENGTH", 50, 1)),
+        candidates=int(env_number("TOWERLIGHT_CANDIDATES", 200, 10)),
+        db_timeout_ms=int(env_number("TOWERLIGHT_DB_TIMEOUT_MS", 200, 10)),
         cache_dir=os.environ.get("TOWERLIGHT_CACHE_DIR", "/tmp/towerlight"),
     )

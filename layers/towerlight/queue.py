@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from towerlight.config import region
+
 logger = logging.getLogger(__name__)
 
 SQS_BATCH_LIMIT = 10  # entries per SendMessageBatch / ReceiveMessage / DeleteMessageBatch call
@@ -55,8 +57,6 @@ def sqs_client() -> Any:
         >>> sqs_client().get_queue_url(QueueName="towerlight-events")["QueueUrl"]
         'http://127.0.0.1:45123/123456789012/towerlight-events'
     """
-    from towerlight.store.s3 import region  # deferred: it imports boto3, which ingest never needs
-
     endpoint = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
     return _client_for(region(), endpoint)
 

@@ -35,10 +35,10 @@ from typing import Any
 import psycopg
 
 from towerlight.admin import runs
-from towerlight.config import get_settings
+from towerlight.config import env_number, get_settings
 from towerlight.db.connection import connect
 from towerlight.db.migrate import migrate
-from towerlight.errors import ConfigurationError, ValidationError
+from towerlight.errors import ValidationError
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.data.sources import dataset_from_postgres
 from towerlight_offline.model.train import TwoTowerParams
@@ -49,19 +49,6 @@ logger = logging.getLogger(__name__)
 TRIGGERS = ("schedule", "admin", "manual")
 # Reading the window and writing run records can take longer than serving's 200 ms statement timeout.
 STATEMENT_TIMEOUT_MS = 600_000
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -78,12 +65,12 @@ class RetrainSettings:
     @classmethod
     def from_env(cls) -> RetrainSettings:
         """Read and validate the settings (``TOWERLIGHT_RETRAIN_EPOCHS=0`` means the default)."""
-        epochs = _env_int("TOWERLIGHT_RETRAIN_EPOCHS", 0, 0)
-        max_eval = _env_int("TOWERLIGHT_RETRAIN_MAX_EVAL_USERS", 5000, 0)
+        epochs = int(env_number("TOWERLIGHT_RETRAIN_EPOCHS", 0, 0))
+        max_eval = int(env_number("TOWERLIGHT_RETRAIN_MAX_EVAL_USERS", 5000, 0))
         return cls(
-            window_days=_env_int("TOWERLIGHT_RETRAIN_WINDOW_DAYS", 90, 1),
-            keep_versions=_env_int("TOWERLIGHT_RETRAIN_KEEP_VERSIONS", 5, 2),
-            min_interactions=_env_int("TOWERLIGHT_RETRAIN_MIN_INTERACTIONS", 100, 1),
+            window_days=int(env_number("TOWERLIGHT_RETRAIN_WINDOW_DAYS", 90, 1)),
+            keep_versions=int(env_number("TOWERLIGHT_RETRAIN_KEEP_VERSIONS", 5, 2)),
+            min_interactions=int(env_number("TOWERLIGHT_RETRAIN_MIN_INTERACTIONS", 100, 1)),
             epochs=epochs or None,
             max_eval_users=max_eval or None,
             baselines=os.environ.get("TOWERLIGHT_RETRAIN_BASELINES", "true").lower() not in ("0", "false", "no"),

@@ -114,7 +114,7 @@ def _lambda_client() -> Any:
     import boto3  # deferred: only POST /admin/retrain needs it
     from botocore.config import Config
 
-    from towerlight.store.s3 import region
+    from towerlight.config import region
 
     config = Config(region_name=region(), retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
     return boto3.session.Session().client("lambda", config=config)

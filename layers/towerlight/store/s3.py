@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from towerlight.config import region
 from towerlight.errors import ArtifactError, PointerConflictError, VersionExistsError
 from towerlight.store.base import ArtifactNotFoundError, check_key, check_prefix
 
@@ -27,11 +28,6 @@ logger = logging.getLogger(__name__)
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _DELETE_BATCH = 1000
-
-
-def region() -> str:
-    """The AWS region for clients: ``AWS_REGION``, then ``AWS_DEFAULT_REGION``, else us-east-1."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def s3_client() -> Any:
@@ -178,9 +174,7 @@ class S3Store:
             keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
             for start in range(0, len(keys), _DELETE_BATCH):
                 batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
-                response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
                 if response.get("Errors"):
                     first = response["Errors"][0]
                     raise ArtifactError(

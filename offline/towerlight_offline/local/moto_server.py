@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from towerlight.store.s3 import region
+from towerlight.config import region
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def start_moto_server(
-    port: int | None = None, *, host: str = "127.0.0.1", timeout: float = 30.0
-) -> MotoServer:
+def start_moto_server(port: int | None = None, *, host: str = "127.0.0.1", timeout: float = 30.0) -> MotoServer:
     """Start moto's S3/SQS server on ``port`` (a free one when None) and wait until it answers.
 
     >>> server = start_moto_server()
@@ -134,9 +132,7 @@ def _wait_until_ready(server: MotoServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise MotoServerError(
-                f"moto server exited with code {server.process.returncode}:\n{server.log_tail()}"
-            )
+            raise MotoServerError(f"moto server exited with code {server.process.returncode}:\n{server.log_tail()}")
         try:
             with urllib.request.urlopen(f"{server.endpoint_url}/moto-api/data.json", timeout=1):
                 return
@@ -187,9 +183,7 @@ def configure_env(endpoint_url: str) -> dict[str, str | None]:
 
 def _client(service: str, endpoint_url: str | None) -> Any:
     endpoint = (
-        endpoint_url
-        or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
-        or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint_url or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
     )
     return _cached_client(service, endpoint, region())
 
@@ -209,9 +203,7 @@ def ensure_bucket(name: str, *, endpoint_url: str | None = None) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
             raise
-    location = (
-        {} if region() == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region()}}
-    )
+    location = {} if region() == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region()}}
     try:
         s3.create_bucket(Bucket=name, **location)
     except ClientError as exc:
