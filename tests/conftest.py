@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["fixtures_pg", "fixtures_s3"]
+pytest_plugins = ["fixtures_pg", "fixtures_s3", "fixtures_model"]
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 

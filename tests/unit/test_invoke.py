@@ -331,7 +331,7 @@ def test_the_local_app_serves_both_apis_with_their_error_handlers_and_docs() -> 
     refused = asgi(not_json, LocalLambdaContext())
     page = asgi(docs, LocalLambdaContext())
     # THEN every route of both functions is there once, track's 400 handler came along, and /docs serves
-    assert paths == {"/health", "/recommendations/{user_id}", "/items/{item_id}/similar", "/events"}
+    assert paths == {"/health", "/recommendations/{user_id}", "/items/{item_id}/similar", "/rank", "/events"}
     assert refused["statusCode"] == 400
     assert json.loads(refused["body"])["error"]["code"] == "malformed_request"
     assert page["statusCode"] == 200 and "swagger" in page["body"].lower()

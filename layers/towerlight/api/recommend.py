@@ -1,0 +1,116 @@
+"""The recommend HTTP API: ``GET /recommendations/{user_id}``, ``POST /rank``, ``GET /items/{item_id}/similar``.
+
+Routes are ``async`` on purpose: they never wait on anything slow (one short query, microseconds of
+numpy), and running on the event loop saves the thread-pool hop a sync route costs on every request.
+With ``metrics`` (Powertools ``Metrics``), each request records its latency, the model version (as
+metadata) and one ``Fallback_<reason>`` count per degradation taken.
+
+Example::
+
+    >>> handler = Mangum(create_recommend_app(metrics=Metrics()), lifespan="off")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated
+
+from aws_lambda_powertools.metrics import MetricUnit
+from fastapi import FastAPI, Path, Query
+from fastapi.responses import JSONResponse
+
+from towerlight.api.base import create_app
+from towerlight.recommend.schemas import (
+    ERROR_RESPONSES,
+    RankRequest,
+    RankResponse,
+    RecommendationsResponse,
+    SimilarItemsResponse,
+    Strategy,
+    rank_items,
+    split_values,
+)
+from towerlight.recommend.service import RecommendationService, RecommendQuery, get_service
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
+
+MAX_K = 100
+
+
+def _record(metrics: Metrics | None, route: str, started: float, model_version: str, fallbacks: Sequence[str]) -> None:
+    if metrics is None:
+        return
+    metrics.add_dimension(name="route", value=route)
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
+    metrics.add_metadata(key="model_version", value=model_version)
+    for reason in fallbacks:
+        metrics.add_metric(name=f"Fallback_{reason}", unit=MetricUnit.Count, value=1)
+
+
+def create_recommend_app(
+    *, service: Callable[[], RecommendationService] = get_service, metrics: Metrics | None = None
+) -> FastAPI:
+    """The recommend FastAPI app (error contract and /health from ``create_app``).
+
+    ``service`` returns the ``RecommendationService`` to call (created on first request by default);
+    ``metrics`` is a Powertools ``Metrics`` or None.
+
+    >>> app = create_recommend_app()
+    """
+    app = create_app("recommend")
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationsResponse,
+        responses=ERROR_RESPONSES,
+        tags=["recommendations"],
+    )
+    async def recommendations(
+        user_id: Annotated[str, Path(min_length=1, max_length=256)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 10,
+        strategy: Annotated[Strategy, Query(description="auto: two_tower, popularity for new users")] = "auto",
+        exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
+        exclude: Annotated[list[str], Query(description="item ids (repeat or comma-separate)")] = [],  # noqa: B006
+        category: Annotated[list[str], Query(description="only items in one of these categories")] = [],  # noqa: B006
+        exclude_category: Annotated[list[str], Query(description="no items in these categories")] = [],  # noqa: B006
+        strict: Annotated[bool, Query(description="always exactly k items, back-filled")] = False,
+    ) -> JSONResponse:
+        started = time.perf_counter()
+        query = RecommendQuery(
+            k=k,
+            strategy=strategy,
+            exclude_seen=exclude_seen,
+            exclude=split_values(exclude, name="exclude"),
+            categories=split_values(category, name="category"),
+            exclude_categories=split_values(exclude_category, name="exclude_category"),
+            strict=strict,
+        )
+        result = service().recommend(user_id, query)
+        _record(metrics, "recommendations", started, result.model_version, result.fallbacks)
+        return JSONResponse(result.to_json())
+
+    @app.post("/rank", response_model=RankResponse, responses=ERROR_RESPONSES, tags=["recommendations"])
+    async def rank(request: RankRequest) -> JSONResponse:
+        started = time.perf_counter()
+        result = service().rank(request.user_id, rank_items(request), request.strategy)
+        _record(metrics, "rank", started, result.model_version, result.fallbacks)
+        return JSONResponse(result.to_json())
+
+    @app.get(
+        "/items/{item_id}/similar",
+        response_model=SimilarItemsResponse,
+        responses=ERROR_RESPONSES,
+        tags=["recommendations"],
+    )
+    async def similar_items(
+        item_id: Annotated[str, Path(min_length=1, max_length=256)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 10,
+    ) -> JSONResponse:
+        started = time.perf_counter()
+        result = service().similar_items(item_id, k)
+        _record(metrics, "similar_items", started, result.model_version, result.fallbacks)
+        return JSONResponse(result.to_json())
+
+    return app

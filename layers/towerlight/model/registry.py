@@ -1,0 +1,244 @@
+"""The model a warm process serves: loaded lazily, refreshed from ``CURRENT``, swapped atomically.
+
+On first use the registry reads ``models/CURRENT``, downloads that version into
+``<cache_dir>/<version>/`` (every sha256 verified) and loads it. Then, at most every
+``MODEL_REFRESH_SECONDS``, one request re-reads ``CURRENT``; a new version is loaded beside the old one
+and swapped in with a single reference assignment, so a request in flight keeps the bundle it started
+with. Any failure keeps the last good model (the failed version is retried after a back-off). With no
+model in memory, a version whose two-tower files fail still serves its popularity table if that
+verifies; with nothing at all, ``get`` raises ``ModelUnavailableError`` (HTTP 503) and CURRENT is
+re-read every few seconds, so a fix is picked up quickly.
+
+Example::
+
+    >>> registry = get_registry()          # configured from the environment (Settings)
+    >>> bundle = registry.get()            # loads on first use, re-checks CURRENT when due
+    >>> bundle.version
+    '20261122T011500Z-3fa2c1'
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from towerlight.config import get_settings
+from towerlight.errors import ModelUnavailableError, TowerlightError
+from towerlight.model.bundle import ModelBundle, load_bundle, load_popularity_bundle
+from towerlight.store import ArtifactStore, open_store, versions
+
+logger = logging.getLogger(__name__)
+
+# A version that failed to load is retried only this long after (versions are immutable, so a bad
+# checksum stays bad; the retry is for transient download errors) ...
+FAILED_RETRY_SECONDS = 300.0
+# ... unless nothing at all is served: then a retry costs nothing but a download, and CURRENT is
+# re-read at least this often so that a fix is picked up quickly.
+NO_MODEL_RETRY_SECONDS = 30.0
+NO_MODEL_RECHECK_SECONDS = 5.0
+
+
+def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBundle:
+    """Download ``version`` into ``cache_dir/<version>/`` (every sha256 verified) and load it.
+
+    >>> load_version(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1", Path("/tmp/towerlight"))
+    """
+    model_dir, manifest = versions.download_version(store, version, cache_dir)
+    return load_bundle(model_dir, manifest)
+
+
+def load_version_popularity(store: ArtifactStore, version: str) -> ModelBundle:
+    """The popularity-only bundle of ``version``: its popularity (and items) files alone, verified.
+
+    >>> load_version_popularity(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1").strategy
+    'popularity'
+    """
+    manifest = versions.read_manifest(store, version)
+    return load_popularity_bundle(manifest, lambda name: store.get_bytes(versions.version_key(version, name)))
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    """What the registry serves and what last went wrong (for /health and the admin function)."""
+
+    version: str | None
+    strategy: str | None
+    loaded_at: float | None
+    checked_at: float | None
+    last_error: str | None
+
+
+class ModelRegistry:
+    """Thread-safe holder of the served ``ModelBundle`` with TTL refresh and last-good fallback.
+
+    ``loader(store, version, cache_dir)`` and ``clock`` are injectable for tests.
+
+    Example::
+
+        >>> registry = ModelRegistry("file:///tmp/store", Path("/tmp/towerlight"), refresh_seconds=60)
+        >>> registry.get().version
+        '20261122T011500Z-3fa2c1'
+    """
+
+    def __init__(
+        self,
+        store_uri: str,
+        cache_dir: Path,
+        refresh_seconds: float,
+        *,
+        loader: Callable[[ArtifactStore, str, Path], ModelBundle] = load_version,
+        fallback_loader: Callable[[ArtifactStore, str], ModelBundle] = load_version_popularity,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store_uri = store_uri
+        self.cache_dir = cache_dir
+        self.refresh_seconds = refresh_seconds
+        self._loader = loader
+        self._fallback_loader = fallback_loader
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._store: ArtifactStore | None = None
+        self._bundle: ModelBundle | None = None
+        self._partial = False  # serving a version's popularity only, after its full load failed
+        self._next_check = float("-inf")
+        self._checked_at: float | None = None
+        self._failed: dict[str, float] = {}
+        self._last_error: str | None = None
+
+    def get(self) -> ModelBundle:
+        """The bundle to serve now; re-reads ``CURRENT`` first when the refresh interval has passed.
+
+        Raises ``ModelUnavailableError`` when no model could ever be loaded.
+        """
+        bundle = self._bundle
+        if bundle is not None and self._clock() < self._next_check:
+            return bundle
+        # With a model in memory, a request never waits for another thread's refresh.
+        if self._lock.acquire(blocking=bundle is None):
+            try:
+                if self._clock() >= self._next_check:
+                    self._refresh()
+            finally:
+                self._lock.release()
+        bundle = self._bundle
+        if bundle is None:
+            raise ModelUnavailableError(self._last_error or "no model is loaded", {"store": self.store_uri})
+        return bundle
+
+    def status(self) -> RegistryStatus:
+        bundle = self._bundle
+        return RegistryStatus(
+            version=bundle.version if bundle else None,
+            strategy=bundle.strategy if bundle else None,
+            loaded_at=bundle.loaded_at if bundle else None,
+            checked_at=self._checked_at,
+            last_error=self._last_error,
+        )
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        self._checked_at = time.time()
+        try:
+            self._follow_pointer(now)
+        finally:
+            served = self._bundle is not None
+            interval = self.refresh_seconds if served else min(self.refresh_seconds, NO_MODEL_RECHECK_SECONDS)
+            self._next_check = now + interval
+
+    def _follow_pointer(self, now: float) -> None:
+        """Read CURRENT and, when it names another version, load and swap it in (or record why not)."""
+        current = self._bundle
+        try:
+            if self._store is None:
+                self._store = open_store(self.store_uri)
+            version = versions.current_version(self._store)
+        except TowerlightError as exc:
+            self._note_error(f"cannot read the model pointer in {self.store_uri}: {exc.message}")
+            return
+        if version is None:
+            self._note_error(f"no model is published yet: models/CURRENT not found in {self.store_uri}")
+            return
+        if current is not None and current.version == version and not self._partial:
+            return
+        backoff = FAILED_RETRY_SECONDS if current else NO_MODEL_RETRY_SECONDS
+        if now < self._failed.get(version, float("-inf")) + backoff:
+            return
+        try:
+            bundle, partial = self._loader(self._store, version, self.cache_dir), False
+        except Exception as exc:  # whatever breaks in a new version, the last good one keeps serving
+            self._failed[version] = now
+            self._note_error(f"model version {version} could not be loaded: {_describe(exc)}")
+            logger.debug("load failure of %s", version, exc_info=True)
+            if current is not None:
+                return
+            fallback = self._load_fallback(version)
+            if fallback is None:
+                return
+            bundle, partial = fallback, True
+        self._bundle = bundle  # the atomic swap: readers see the old bundle or the new one
+        self._partial = partial
+        if not partial:
+            self._failed.pop(version, None)
+            self._last_error = None
+        logger.info("serving model %s (%s; was %s)", version, bundle.strategy, current.version if current else None)
+        self._remove_other_downloads(keep=version)
+
+    def _load_fallback(self, version: str) -> ModelBundle | None:
+        assert self._store is not None
+        try:
+            return self._fallback_loader(self._store, version)
+        except Exception as exc:  # the last resort failed too: nothing to serve
+            logger.warning("no popularity fallback in version %s: %s", version, _describe(exc))
+            return None
+
+    def _note_error(self, message: str) -> None:
+        self._last_error = message
+        logger.warning("%s", message)
+
+    def _remove_other_downloads(self, keep: str) -> None:
+        """Free /tmp: loaded bundles hold their data in memory, so older downloads are not needed."""
+        try:
+            stale = [p for p in self.cache_dir.iterdir() if p.is_dir() and p.name != keep]
+        except OSError:
+            return
+        for path in stale:
+            # Only finished version downloads (they hold a manifest); in-flight ones start with ".".
+            if not path.name.startswith(".") and (path / versions.MANIFEST).is_file():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, TowerlightError) else f"{type(exc).__name__}: {exc}"
+
+
+_registry: ModelRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_registry() -> ModelRegistry:
+    """The process-wide registry, configured from ``Settings`` on first use.
+
+    >>> get_registry().get().strategy
+    'two_tower'
+    """
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                settings = get_settings()
+                _registry = ModelRegistry(
+                    settings.require_store(), Path(settings.cache_dir), settings.model_refresh_seconds
+                )
+    return _registry
+
+
+def reset(registry: ModelRegistry | None = None) -> None:
+    """Forget the process-wide registry (tests), or install ``registry`` in its place."""
+    global _registry
+    with _registry_lock:
+        _registry = registry

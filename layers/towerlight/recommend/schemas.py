@@ -1,0 +1,108 @@
+"""The HTTP shapes of the recommend API (pydantic, at the edge only: they document the responses).
+
+Routes build their bodies with the domain's ``to_json`` and return them directly, so these models feed
+the OpenAPI document without validating every response on the hot path.
+
+Example::
+
+    >>> split_values(["50,181", " 7 ", ""])
+    ('50', '181', '7')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from towerlight.errors import PayloadTooLargeError, ValidationError
+
+Strategy = Literal["auto", "two_tower", "popularity"]
+MAX_LIST_VALUES = 500  # exclude ids / categories in one request
+MAX_RANK_ITEMS = 500  # items one POST /rank may order (more is a 413)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="model score (inner product) or popularity score; higher is better")
+    rank: int = Field(ge=1)
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: str
+    recommendation_id: str = Field(description="echo it in events (recommendation_id) to attribute them")
+    model_version: str
+    strategy: Literal["two_tower", "popularity"]
+    variant: str | None = Field(default=None, description="experiment variant (null without experiments)")
+    items: list[RecommendedItem]
+
+
+class RankRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    item_ids: list[str] = Field(min_length=1, description=f"at most {MAX_RANK_ITEMS} item ids, in any order")
+    strategy: Strategy = "auto"
+
+
+class RankedItem(RecommendedItem):
+    score: float | None = Field(description="null for an item the model does not know (ranked last)")
+
+
+class RankResponse(RecommendationsResponse):
+    items: list[RankedItem]  # type: ignore[assignment]
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: object | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (404, "unknown route or item"),
+        (413, f"more than {MAX_RANK_ITEMS} items to rank"),
+        (422, "invalid parameters, unknown category, or strict=true with fewer than k items available"),
+        (503, "no model is published yet"),
+    )
+}
+
+
+def split_values(values: Iterable[str], *, name: str = "exclude") -> tuple[str, ...]:
+    """Values of a repeated and/or comma-separated query parameter, stripped, empty ones dropped.
+
+    >>> split_values(["Comedy,Drama", "Comedy"], name="category")
+    ('Comedy', 'Drama')
+    """
+    out = tuple(dict.fromkeys(v for value in values for part in value.split(",") if (v := part.strip())))
+    if len(out) > MAX_LIST_VALUES:
+        raise ValidationError(
+            f"{name} takes at most {MAX_LIST_VALUES} values, got {len(out)}",
+            {"parameter": name, "limit": MAX_LIST_VALUES},
+        )
+    return out
+
+
+def rank_items(request: RankRequest) -> list[str]:
+    """The item ids of a rank request, checked against ``MAX_RANK_ITEMS`` (413 beyond it).
+
+    >>> rank_items(RankRequest(user_id="42", item_ids=["50", "181"]))
+    ['50', '181']
+    """
+    if len(request.item_ids) > MAX_RANK_ITEMS:
+        raise PayloadTooLargeError(
+            f"POST /rank orders at most {MAX_RANK_ITEMS} items, got {len(request.item_ids)}",
+            {"limit": MAX_RANK_ITEMS, "received": len(request.item_ids)},
+        )
+    return request.item_ids

@@ -1,0 +1,303 @@
+"""ModelRegistry: lazy load, TTL refresh of CURRENT, last-good fallback, atomic swap, thread safety.
+
+Versions are published for real in a local directory store (``file://``); loading is replaced by a
+fake loader so these tests need no ONNX model, and the clock is a settable number.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from towerlight.config import get_settings
+from towerlight.errors import ArtifactError, ModelUnavailableError, http_status
+from towerlight.model import registry as registry_module
+from towerlight.model.registry import (
+    FAILED_RETRY_SECONDS,
+    NO_MODEL_RECHECK_SECONDS,
+    NO_MODEL_RETRY_SECONDS,
+    ModelRegistry,
+)
+from towerlight.store import open_store
+from towerlight.store.versions import promote, publish_version
+
+REFRESH = 60.0
+
+
+@dataclass(frozen=True)
+class FakeBundle:
+    version: str
+    strategy: str = "two_tower"
+    loaded_at: float = 0.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Loader:
+    """Records the versions it is asked for; fails for the versions in ``broken``."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.broken: set[str] = set()
+
+    def __call__(self, store: object, version: str, cache_dir: Path) -> FakeBundle:
+        self.calls.append(version)
+        if version in self.broken:
+            raise ArtifactError(f"items.hnsw of version {version!r} fails its checksum")
+        return FakeBundle(version)
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return (tmp_path / "store").as_uri()
+
+
+def publish(store_uri: str, tmp_path: Path, version: str, *, current: bool = True) -> None:
+    source = tmp_path / f"{version}.bin"
+    source.write_bytes(version.encode())
+    store = open_store(store_uri)
+    publish_version(store, version, {"popularity.npz": source}, {})
+    if current:
+        promote(store, version)
+
+
+def make_registry(store_uri: str, tmp_path: Path, loader: Loader, clock: Clock, **kwargs: object) -> ModelRegistry:
+    return ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=loader, clock=clock, **kwargs)
+
+
+def test_first_use_loads_current_and_caches_it_until_the_refresh_interval(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN v1 promoted, and a registry that has not loaded anything
+    publish(store_uri, tmp_path, "v1")
+    loader, clock = Loader(), Clock()
+    registry = make_registry(store_uri, tmp_path, loader, clock)
+    assert loader.calls == []
+    # WHEN it is used twice, v2 is promoted, and it is used again before the interval ends
+    first = registry.get()
+    publish(store_uri, tmp_path, "v2")
+    clock.now += REFRESH - 1
+    second = registry.get()
+    # THEN v1 was loaded once and is still served
+    assert first.version == second.version == "v1"
+    assert first is second
+    assert loader.calls == ["v1"]
+
+
+def test_a_promoted_version_is_swapped_in_after_the_refresh_interval(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a registry serving v1
+    publish(store_uri, tmp_path, "v1")
+    loader, clock = Loader(), Clock()
+    registry = make_registry(store_uri, tmp_path, loader, clock)
+    registry.get()
+    # WHEN v2 is promoted and the interval passes
+    publish(store_uri, tmp_path, "v2")
+    clock.now += REFRESH
+    # THEN the next request gets v2, and an unchanged CURRENT later loads nothing more
+    assert registry.get().version == "v2"
+    clock.now += REFRESH
+    assert registry.get().version == "v2"
+    assert loader.calls == ["v1", "v2"]
+    assert registry.status().version == "v2" and registry.status().last_error is None
+
+
+def test_a_version_that_fails_to_load_keeps_the_last_good_one(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a registry serving v1, then a promoted v2 that cannot be loaded
+    publish(store_uri, tmp_path, "v1")
+    loader, clock = Loader(), Clock()
+    registry = make_registry(store_uri, tmp_path, loader, clock)
+    registry.get()
+    publish(store_uri, tmp_path, "v2")
+    loader.broken.add("v2")
+    # WHEN the interval passes, twice
+    clock.now += REFRESH
+    after_failure = registry.get()
+    clock.now += REFRESH
+    registry.get()
+    # THEN v1 keeps serving, the error is reported, and v2 is not retried before its back-off
+    assert after_failure.version == "v1"
+    assert "v2" in (registry.status().last_error or "") and "checksum" in (registry.status().last_error or "")
+    assert loader.calls == ["v1", "v2"]
+    # AND once the back-off is over and v2 loads, it is served
+    loader.broken.clear()
+    clock.now += FAILED_RETRY_SECONDS
+    assert registry.get().version == "v2"
+
+
+def test_no_current_pointer_is_a_503_that_says_why(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN an empty store
+    registry = make_registry(store_uri, tmp_path, Loader(), Clock())
+    # WHEN a model is asked for
+    with pytest.raises(ModelUnavailableError) as caught:
+        registry.get()
+    # THEN the error maps to 503 and names the missing pointer
+    assert http_status(caught.value) == 503
+    assert "no model is published yet" in caught.value.message
+    assert "CURRENT" in caught.value.message
+
+
+def test_without_a_model_a_broken_version_serves_its_popularity(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a promoted v1 whose full load fails, with a popularity fallback available
+    publish(store_uri, tmp_path, "v1")
+    loader, clock = Loader(), Clock()
+    loader.broken.add("v1")
+    fallbacks: list[str] = []
+
+    def fallback(store: object, version: str) -> FakeBundle:
+        fallbacks.append(version)
+        return FakeBundle(version, strategy="popularity")
+
+    registry = make_registry(store_uri, tmp_path, loader, clock, fallback_loader=fallback)
+    # WHEN a model is asked for
+    bundle = registry.get()
+    # THEN the popularity fallback of v1 is served
+    assert (bundle.version, bundle.strategy) == ("v1", "popularity")
+    assert fallbacks == ["v1"]
+    # AND after the back-off the full v1 is tried again and replaces the fallback
+    loader.broken.clear()
+    clock.now += FAILED_RETRY_SECONDS
+    assert registry.get().strategy == "two_tower"
+
+
+def test_without_any_model_or_fallback_the_load_error_is_the_503_message(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a promoted version that fails, and no popularity fallback either
+    publish(store_uri, tmp_path, "v1")
+    loader = Loader()
+    loader.broken.add("v1")
+
+    def no_fallback(store: object, version: str) -> FakeBundle:
+        raise ArtifactError("popularity.npz is missing")
+
+    registry = make_registry(store_uri, tmp_path, loader, Clock(), fallback_loader=no_fallback)
+    # WHEN a model is asked for  THEN the 503 explains which version failed and why
+    with pytest.raises(ModelUnavailableError, match=r"version v1 could not be loaded: .*checksum"):
+        registry.get()
+
+
+def test_without_any_model_a_failed_load_is_retried_sooner(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a cold process whose first load fails (say, a transient download error) with no fallback
+    publish(store_uri, tmp_path, "v1")
+    loader, clock = Loader(), Clock()
+    loader.broken.add("v1")
+
+    def no_fallback(store: object, version: str) -> FakeBundle:
+        raise ArtifactError("no popularity table")
+
+    registry = make_registry(store_uri, tmp_path, loader, clock, fallback_loader=no_fallback)
+    with pytest.raises(ModelUnavailableError):
+        registry.get()
+    # WHEN the store recovers, and requests keep arriving
+    loader.broken.clear()
+    clock.now += NO_MODEL_RECHECK_SECONDS
+    with pytest.raises(ModelUnavailableError):
+        registry.get()  # CURRENT re-read quickly, but the same version is not hammered
+    clock.now += NO_MODEL_RETRY_SECONDS
+    # THEN the version is retried well before the back-off used while a model serves
+    assert registry.get().version == "v1"
+    assert NO_MODEL_RETRY_SECONDS < FAILED_RETRY_SECONDS
+    assert loader.calls == ["v1", "v1"]
+
+
+def test_concurrent_first_requests_load_the_model_once(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a slow loader and eight threads arriving together on a cold registry
+    publish(store_uri, tmp_path, "v1")
+    started = threading.Event()
+    release = threading.Event()
+    loader = Loader()
+
+    def slow_loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
+        started.set()
+        release.wait(5)
+        return loader(store, version, cache_dir)
+
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=slow_loader, clock=Clock())
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(registry.get().version)) for _ in range(8)]
+    # WHEN they all ask for the model
+    for thread in threads:
+        thread.start()
+    started.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    # THEN every thread got v1 from a single load
+    assert results == ["v1"] * 8
+    assert loader.calls == ["v1"]
+
+
+def test_a_refresh_in_progress_does_not_block_other_requests(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a registry serving v1 and a slow load of v2 running in another thread
+    publish(store_uri, tmp_path, "v1")
+    clock = Clock()
+    started, release = threading.Event(), threading.Event()
+
+    def loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
+        if version == "v2":
+            started.set()
+            release.wait(5)
+        return FakeBundle(version)
+
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=loader, clock=clock)
+    registry.get()
+    publish(store_uri, tmp_path, "v2")
+    clock.now += REFRESH
+    refresher = threading.Thread(target=registry.get)
+    refresher.start()
+    started.wait(5)
+    # WHEN another request arrives during that load
+    during = registry.get()
+    release.set()
+    refresher.join(5)
+    # THEN it is served v1 at once, and v2 afterwards
+    assert during.version == "v1"
+    assert registry.get().version == "v2"
+
+
+def test_older_downloads_are_removed_after_a_swap(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN downloaded copies of v1 and of an unrelated directory in the cache
+    cache = tmp_path / "cache"
+    for name in ("v1", "v2"):
+        (cache / name).mkdir(parents=True)
+        (cache / name / "manifest.json").write_text("{}")
+    (cache / "not-a-version").mkdir()
+    (cache / ".v3.partial").mkdir()
+    publish(store_uri, tmp_path, "v2")
+    registry = ModelRegistry(store_uri, cache, REFRESH, loader=Loader(), clock=Clock())
+    # WHEN v2 is loaded
+    registry.get()
+    # THEN only the other version download is deleted
+    assert sorted(p.name for p in cache.iterdir()) == [".v3.partial", "not-a-version", "v2"]
+
+
+def test_the_process_registry_comes_from_settings_and_reset_forgets_it(
+    store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the store, cache and refresh interval in the environment
+    monkeypatch.setenv("TOWERLIGHT_STORE", store_uri)
+    monkeypatch.setenv("TOWERLIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODEL_REFRESH_SECONDS", "5")
+    get_settings.cache_clear()
+    registry_module.reset()
+    try:
+        # WHEN the process registry is asked for twice, then reset
+        first = registry_module.get_registry()
+        again = registry_module.get_registry()
+        registry_module.reset()
+        fresh = registry_module.get_registry()
+        # THEN it is configured from the environment, shared, and replaced after reset
+        assert (first.store_uri, first.cache_dir, first.refresh_seconds) == (
+            store_uri,
+            tmp_path / "cache",
+            5.0,
+        )
+        assert first is again and fresh is not first
+    finally:
+        registry_module.reset()
+        get_settings.cache_clear()
