@@ -31,6 +31,7 @@ INDEX = "items.hnsw"
 POPULARITY = "popularity.npz"
 
 REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY)
+SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY)  # serving embeds no items: no item tower
 
 USER_TOWER_INPUTS = ("history", "user_features")
 ITEM_TOWER_INPUTS = ("item", "item_content")

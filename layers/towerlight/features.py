@@ -72,6 +72,11 @@ class Vocabulary:
     def is_known(self, value: str) -> bool:
         return value in self._index
 
+    @property
+    def known_ids(self) -> Mapping[str, int]:
+        """Known value -> id, read-only: the hot path looks ids up here without a second copy of the table."""
+        return self._index
+
     def to_json(self) -> dict[str, Any]:
         return {"values": self.values, "oov_buckets": self.oov_buckets}
 

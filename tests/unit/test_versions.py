@@ -169,6 +169,27 @@ def test_download_verifies_and_reuses_a_complete_copy(
     assert [p.name for p in cache.iterdir()] == ["v1"]
 
 
+def test_download_of_a_subset_fetches_and_verifies_only_those_files(
+    artifact_store: ArtifactStore, model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # GIVEN a published version of three files
+    publish_version(artifact_store, "v1", model_files, {})
+    store = RecordingStore(artifact_store)
+
+    # WHEN only two of them are asked for
+    model_dir, _ = download_version(store, "v1", tmp_path / "cache", only=["items.hnsw", "user_tower.onnx"])
+
+    # THEN just those two are fetched and present, byte for byte
+    fetched = sorted(call[1].rsplit("/", 1)[-1] for call in store.calls if call[0] == "download_file")
+    assert fetched == ["items.hnsw", "user_tower.onnx"]
+    assert not (model_dir / "ranker.json").exists()
+    assert (model_dir / "items.hnsw").read_bytes() == model_files["items.hnsw"].read_bytes()
+
+    # AND a file the manifest does not list is refused by name
+    with pytest.raises(ArtifactError, match="item_tower.onnx"):
+        download_version(artifact_store, "v1", tmp_path / "other", only=["item_tower.onnx"])
+
+
 def test_download_replaces_a_corrupted_local_copy(
     artifact_store: ArtifactStore, model_files: dict[str, Path], tmp_path: Path
 ) -> None:

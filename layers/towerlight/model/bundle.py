@@ -125,9 +125,7 @@ class Catalogue:
 
     @property
     def _ids(self) -> Mapping[str, int]:
-        # The vocabulary's own id -> feature id table: one dict lookup per id on the hot path, and
-        # no second copy of a table that holds every item id.
-        return self.vocabulary._index
+        return self.vocabulary.known_ids
 
 
 @dataclass(frozen=True, eq=False)

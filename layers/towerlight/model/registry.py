@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from towerlight import artifacts
 from towerlight.config import get_settings
 from towerlight.errors import ModelUnavailableError, TowerlightError
 from towerlight.model.bundle import ModelBundle, load_bundle, load_popularity_bundle
@@ -48,7 +49,7 @@ def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBu
 
     >>> load_version(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1", Path("/tmp/towerlight"))
     """
-    model_dir, manifest = versions.download_version(store, version, cache_dir)
+    model_dir, manifest = versions.download_version(store, version, cache_dir, only=artifacts.SERVING_FILES)
     return load_bundle(model_dir, manifest)
 
 

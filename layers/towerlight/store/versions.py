@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from types import EllipsisType
@@ -133,9 +134,7 @@ def current_version(store: ArtifactStore) -> str | None:
     return pointer["version"] if pointer else None
 
 
-def promote(
-    store: ArtifactStore, version: str, *, expected_current: str | EllipsisType | None = ...
-) -> dict[str, Any]:
+def promote(store: ArtifactStore, version: str, *, expected_current: str | EllipsisType | None = ...) -> dict[str, Any]:
     """Point ``CURRENT`` at a complete version (compare-and-swap); the old one becomes ``previous``.
 
     ``expected_current`` (a version, or None for "nothing promoted yet") makes the flip conditional on
@@ -235,8 +234,13 @@ def prune(store: ArtifactStore, keep: int) -> list[str]:
     return doomed
 
 
-def download_version(store: ArtifactStore, version: str, dest_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Download and verify every file of a version into ``dest_dir/<version>/``; returns it and the manifest.
+def download_version(
+    store: ArtifactStore, version: str, dest_dir: Path, *, only: Collection[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Download and verify the files of a version into ``dest_dir/<version>/``; returns it and the manifest.
+
+    ``only`` limits the download to those manifest entries (serving never loads the item tower, a
+    fifth of the bytes); each must be listed in the manifest.
 
     Files land in a temporary directory renamed into place only once all checksums match, so a
     partial download is never seen; an existing verified copy is reused. ``ArtifactError`` names the
@@ -247,10 +251,14 @@ def download_version(store: ArtifactStore, version: str, dest_dir: Path) -> tupl
     """
     raw = _manifest_bytes(store, version)
     manifest = _parse_manifest(raw, version)
+    names = list(manifest["files"]) if only is None else list(only)
+    unknown = sorted(set(names) - set(manifest["files"]))
+    if unknown:
+        raise ArtifactError(f"version {version!r} has no file(s) {unknown}", {"version": version, "files": unknown})
     final = dest_dir / version
     if final.is_dir():
         try:
-            _verify_local(final, manifest, raw)
+            _verify_local(final, manifest, raw, names)
             return final, manifest
         except ArtifactError as exc:
             logger.warning("discarding local copy of %s: %s", version, exc)
@@ -259,15 +267,15 @@ def download_version(store: ArtifactStore, version: str, dest_dir: Path) -> tupl
     dest_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=dest_dir))
     try:
-        for name in manifest["files"]:
+        for name in names:
             store.download_file(version_key(version, name), staging / name)
         (staging / MANIFEST).write_bytes(raw)
-        _verify_local(staging, manifest, raw)
+        _verify_local(staging, manifest, raw, names)
         try:
             os.rename(staging, final)
         except OSError:
             # Another process finished the same download first: use its copy if it verifies.
-            _verify_local(final, manifest, raw)
+            _verify_local(final, manifest, raw, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("downloaded version %s to %s", version, final)
@@ -335,12 +343,13 @@ def _parse_manifest(raw: bytes, version: str) -> dict[str, Any]:
     return manifest
 
 
-def _verify_local(directory: Path, manifest: dict[str, Any], raw_manifest: bytes) -> None:
+def _verify_local(directory: Path, manifest: dict[str, Any], raw_manifest: bytes, names: Collection[str]) -> None:
     version = manifest["version"]
     local_manifest = directory / MANIFEST
     if not local_manifest.is_file() or local_manifest.read_bytes() != raw_manifest:
         raise ArtifactError(f"local copy of {version!r} has a different manifest", {"version": version})
-    for name, expected in manifest["files"].items():
+    for name in names:
+        expected = manifest["files"][name]
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{name} of version {version!r} is missing", {"file": name})
@@ -353,8 +362,7 @@ def _verify_local(directory: Path, manifest: dict[str, Any], raw_manifest: bytes
         sha256, _ = sha256_file(path)
         if sha256 != expected["sha256"]:
             raise ArtifactError(
-                f"{name} of version {version!r} fails its checksum (sha256 {sha256}, expected "
-                f"{expected['sha256']})",
+                f"{name} of version {version!r} fails its checksum (sha256 {sha256}, expected {expected['sha256']})",
                 {"version": version, "file": name},
             )
 
