@@ -1,0 +1,140 @@
+"""``towerlight train``: train, evaluate beside baselines, publish a version, promote it if it passes.
+
+Example::
+
+    towerlight train --dataset movielens-100k --store file:///tmp/towerlight-store
+    towerlight train --from-postgres --since 2026-01-01
+    towerlight train --interactions events.csv --items items.csv --no-promote
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from towerlight.config import get_settings
+from towerlight.errors import ConfigurationError
+from towerlight_offline import console
+from towerlight_offline.data.dataset import Dataset
+from towerlight_offline.model.train import TwoTowerParams
+from towerlight_offline.pipeline import TrainConfig, TrainResult, run_training
+
+DATASETS = ("movielens-100k",)
+TABLE_COLUMNS = ("recall@10", "ndcg@10", "recall@50", "coverage@10")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train, evaluate, publish and (if the quality gate passes) promote a model version",
+        description="Split each user's events chronologically, train the two-tower model, evaluate it beside "
+        "popularity, item-kNN and ALS, publish a new version and promote it if the quality gate passes.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=DATASETS, help="a public dataset (downloaded and cached)")
+    source.add_argument(
+        "--from-postgres", action="store_true", help="events in DATABASE_URL (or the embedded Postgres)"
+    )
+    source.add_argument("--interactions", type=Path, metavar="FILE", help="interactions CSV or Parquet")
+    parser.add_argument("--items", type=Path, metavar="FILE", help="items file (with --interactions)")
+    parser.add_argument("--users", type=Path, metavar="FILE", help="users file (with --interactions)")
+    parser.add_argument("--since", metavar="ISO", help="with --from-postgres: only events at or after this time")
+    parser.add_argument("--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE)")
+    parser.add_argument("--epochs", type=int, help=f"two-tower epochs (default {TwoTowerParams().epochs})")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.01, help="relative NDCG@10 drop the gate accepts (default 0.01)"
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="skip popularity, item-kNN and ALS")
+    parser.add_argument("--no-promote", action="store_true", help="publish only; never move CURRENT")
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="evaluate at most N sampled test users (default 10000, 0: all)",
+    )
+    parser.set_defaults(func=run, parser=parser)
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--since must be an ISO date or time, got {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def load_dataset(args: argparse.Namespace) -> tuple[Dataset, str]:
+    """The dataset the arguments name, and a short description of its source for the manifest."""
+    if args.dataset == "movielens-100k":
+        from towerlight_offline.data.movielens import load_movielens_dataset
+
+        return load_movielens_dataset(), "movielens-100k"
+    if args.interactions is not None:
+        from towerlight_offline.data.sources import dataset_from_files
+
+        return dataset_from_files(args.interactions, args.items, args.users), f"files:{args.interactions.name}"
+    from towerlight.db.connection import connect
+    from towerlight_offline.data.sources import dataset_from_postgres
+    from towerlight_offline.local.postgres import ensure_database_url
+
+    since = _since(args.since)
+    settings = get_settings()
+    # a configured database (URL or, in AWS, a secret) wins; otherwise start the embedded Postgres
+    url = None if settings.database_url or settings.database_secret_arn else ensure_database_url()
+    with connect(url=url) as conn:
+        dataset = dataset_from_postgres(conn, since=since)
+    return dataset, "postgres" + (f" since {since.isoformat()}" if since else "")
+
+
+def print_summary(result: TrainResult) -> None:
+    """The evaluation table, the version and what the gate did, and the time of every stage."""
+    evaluation = result.manifest["evaluation"]
+    console.heading(f"Evaluation on the held-out split ({evaluation['users']} users)")
+    rows = [[name, *(row[c] for c in TABLE_COLUMNS), row["users"]] for name, row in result.metrics.items()]
+    console.say(console.table(["model", "Recall@10", "NDCG@10", "Recall@50", "coverage@10", "users"], rows))
+    console.say(f"Served model: {evaluation['served_model']}.")
+    console.heading("Version")
+    index, parity = result.manifest["index"], result.manifest["parity"]
+    console.say(f"{result.version} in {result.store_uri}")
+    console.say(
+        f"hnsw recall@{index['k']} {index['recall']:.4f} (ef {index['ef']}, M {index['M']}); "
+        f"ONNX max |Δ| user {parity['user_tower_max_abs_diff']:.1e}, "
+        f"item {parity['item_tower_max_abs_diff']:.1e}"
+    )
+    console.say(result.outcome)
+    if result.pruned:
+        console.say(f"pruned: {', '.join(result.pruned)}")
+    console.heading("Time per stage")
+    timings = [[stage, f"{seconds:.1f}"] for stage, seconds in result.timings.items()]
+    timings.append(["total", f"{sum(result.timings.values()):.1f}"])
+    console.say(console.table(["stage", "seconds"], timings))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.interactions is None and (args.items or args.users):
+        args.parser.error("--items and --users go with --interactions")
+    if args.since and not args.from_postgres:
+        args.parser.error("--since goes with --from-postgres")
+    if args.epochs is not None and args.epochs < 0:
+        args.parser.error("--epochs must be >= 0")
+    store = args.store or get_settings().require_store()
+    params = TwoTowerParams() if args.epochs is None else replace(TwoTowerParams(), epochs=args.epochs)
+    dataset, source = load_dataset(args)
+    config = TrainConfig(
+        source=source,
+        store_uri=store,
+        two_tower=params,
+        baselines=not args.no_baselines,
+        tolerance=args.tolerance,
+        promote=not args.no_promote,
+        max_eval_users=args.max_users or None,
+    )
+    result = run_training(dataset, config, progress=console.say)
+    print_summary(result)
+    return 0

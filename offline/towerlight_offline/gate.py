@@ -1,0 +1,93 @@
+"""The quality gate: a new version is promoted only if it is not worse than the current one.
+
+The comparison is relative: promote when ``new >= current × (1 − tolerance)``, so a tolerance of 0.01
+accepts a new NDCG@10 down to 1% below the current one (noise between two trainings on fresh data)
+while an actual regression is kept out. With no current version (or a current version that never
+recorded the metric) there is nothing to compare with, and the new version is promoted. A missing or
+non-finite new metric is never promoted.
+
+The two numbers come from different held-out sets when the data window moved; the gate accepts that
+(it is the same protocol on the freshest data) rather than re-evaluating the old model.
+
+Example::
+
+    >>> decide({"ndcg@10": 0.20}, {"version": "v1", "metrics": {"two_tower": {"ndcg@10": 0.21}}}).promote
+    False
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PRIMARY_MODEL = "two_tower"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    new: float | None
+    current: float | None
+    metric: str
+    tolerance: float
+    current_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def manifest_metric(manifest: Mapping[str, Any], metric: str, model: str = PRIMARY_MODEL) -> float | None:
+    """A model's metric from a manifest's ``metrics`` table (``None`` when absent).
+
+    >>> manifest_metric({"metrics": {"two_tower": {"ndcg@10": 0.3}}}, "ndcg@10")
+    0.3
+    """
+    row = (manifest.get("metrics") or {}).get(model) or {}
+    return _number(row.get(metric))
+
+
+def decide(
+    new_metrics: Mapping[str, Any],
+    current_manifest: Mapping[str, Any] | None,
+    *,
+    metric: str = "ndcg@10",
+    tolerance: float = 0.01,
+) -> GateDecision:
+    """Whether the model with ``new_metrics`` (its row of the metrics table) may replace the current one.
+
+    >>> decide({"ndcg@10": 0.2}, None).reason
+    'no current version: nothing to compare with'
+    >>> decide({"ndcg@10": 0.199}, {"metrics": {"two_tower": {"ndcg@10": 0.2}}}).promote
+    True
+    """
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    new = _number(new_metrics.get(metric))
+    current_version = str(current_manifest.get("version")) if current_manifest else None
+
+    def decision(promote: bool, reason: str, current: float | None = None) -> GateDecision:
+        return GateDecision(promote, reason, new, current, metric, tolerance, current_version)
+
+    if new is None:
+        return decision(False, f"new model has no finite {metric}")
+    if current_manifest is None:
+        return decision(True, "no current version: nothing to compare with")
+    current = manifest_metric(current_manifest, metric)
+    if current is None:
+        return decision(True, f"current version {current_version} has no {metric}: nothing to compare with")
+    floor = current * (1.0 - tolerance)
+    bound = f"{floor:.4f} = current {current:.4f} × (1 − {tolerance:g})"
+    if new >= floor:
+        return decision(True, f"{metric} {new:.4f} >= {bound}", current)
+    return decision(False, f"{metric} {new:.4f} < {bound}", current)

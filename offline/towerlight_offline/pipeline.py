@@ -1,0 +1,428 @@
+"""The offline job end to end: split, train, evaluate beside the baselines, export, index, publish, gate.
+
+``run_training(dataset, config)`` chains the stages (each a function of its own module) and returns what
+happened; the CLI (``towerlight train``) and the scheduled retrain function only build the config and print
+the result. The reported metrics always come from the held-out run (model trained on the train split);
+with ``refit_on_all`` the published towers are then retrained on every interaction with the same
+parameters, so serving has the freshest item embeddings. The manifest says which is which.
+
+Example::
+
+    >>> dataset = load_movielens_dataset()
+    >>> result = run_training(dataset, TrainConfig(store_uri="file:///tmp/towerlight-store"))
+    >>> result.version, result.promoted, result.metrics["two_tower"]["ndcg@10"]
+    ('20261122T011500Z-3fa2c1', True, 0.21)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from towerlight import artifacts
+from towerlight.errors import ArtifactError, ConfigurationError, PointerConflictError
+from towerlight.event_types import POSITIVE_EVENT_TYPES
+from towerlight.features import FeatureSpec, ItemRecord
+from towerlight.store import ArtifactStore, open_store
+from towerlight.store.versions import (
+    current_version,
+    new_version_id,
+    promote,
+    prune,
+    publish_version,
+    read_manifest,
+)
+from towerlight_offline.baselines import BaselineParams, build_baselines
+from towerlight_offline.data.dataset import Dataset
+from towerlight_offline.evaluate import (
+    EvaluationSet,
+    InteractionMatrix,
+    Scorer,
+    evaluate_recommender,
+    scoring_recommender,
+)
+from towerlight_offline.gate import PRIMARY_MODEL, GateDecision, decide
+from towerlight_offline.model.spec import fit_feature_spec, user_attributes
+from towerlight_offline.model.train import TrainedTwoTower, TwoTowerParams, train_two_tower
+from towerlight_offline.popularity import build_popularity
+from towerlight_offline.split import Split, chronological_split, user_histories
+
+logger = logging.getLogger(__name__)
+
+Progress = bool | Callable[[str], None]
+"""``True``: tqdm bars and status lines in the log; a callable also receives each status line."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs besides the data; stored in the manifest's ``params``.
+
+    ``seed`` is the one seed of the run: user sampling, baselines and the two-tower model
+    (it overrides ``two_tower.seed``). ``max_eval_users`` caps the evaluated test users with a seeded
+    sample (None: all) so evaluation stays bounded on large data; MovieLens-100K (943 users) is whole.
+    ``tolerance`` is the gate's relative tolerance (see ``gate.decide``).
+    """
+
+    source: str = "dataset"
+    store_uri: str | None = None
+    two_tower: TwoTowerParams = field(default_factory=TwoTowerParams)
+    baselines: bool = True
+    baseline_params: BaselineParams = field(default_factory=BaselineParams)
+    tolerance: float = 0.01
+    gate_metric: str = "ndcg@10"
+    promote: bool = True
+    keep_versions: int = 5
+    refit_on_all: bool = True
+    seed: int = 0
+    max_eval_users: int | None = 10_000
+    test_fraction: float = 0.2
+    k_values: tuple[int, ...] = (10, 50)
+    popularity_half_life_days: float = 30.0
+    popularity_top_n: int = 1000
+    index_query_users: int = 1000
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the version, its manifest, the evaluation table and what the gate did."""
+
+    version: str
+    store_uri: str
+    manifest: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    decision: GateDecision
+    promoted: bool
+    outcome: str
+    timings: dict[str, float]
+    pruned: list[str]
+
+
+class _Stages:
+    """Times each stage and reports a one-line status as it starts."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.report = progress if callable(progress) else None
+        self.bars = bool(progress)
+        self.timings: dict[str, float] = {}
+
+    def say(self, message: str) -> None:
+        logger.info(message)
+        if self.report is not None:
+            self.report(message)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, message: str) -> Iterator[None]:
+        self.say(message)
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 2)
+
+
+def positive_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Events that say the user wanted the item (views, clicks, ratings, purchases, ...).
+
+    >>> positive_interactions(dataset.interactions)["event_type"].unique().tolist()
+    ['rating']
+    """
+    return interactions[interactions["event_type"].isin(POSITIVE_EVENT_TYPES)]
+
+
+def two_tower_scorer(
+    trained: TrainedTwoTower,
+    matrix: InteractionMatrix,
+    histories: Mapping[str, list[str]],
+    attributes: Mapping[str, Mapping[str, Any]],
+) -> Scorer:
+    """Exact inner-product scores of every catalogue item for users embedded from ``histories``.
+
+    ``matrix`` must list the items in the spec's order (``trained.item_embeddings()`` rows).
+    """
+    items = trained.item_embeddings()
+    if len(items) != matrix.n_items:
+        raise ValueError(f"{len(items)} item embeddings for a catalogue of {matrix.n_items}")
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        users = matrix.user_ids[rows]
+        vectors = trained.user_embeddings([histories[u] for u in users], [attributes.get(u) for u in users])
+        return vectors @ items.T
+
+    return score
+
+
+def items_arrays(records: list[ItemRecord], embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    """Arrays of ``items.npz`` (see ``towerlight.artifacts``) for records in feature-id order.
+
+    >>> items_arrays([ItemRecord("1", "Toy Story", ["Comedy"], {})], np.zeros((1, 2)))["category_codes"]
+    array([0], dtype=int32)
+    """
+    names = sorted({c for r in records for c in r.categories})
+    code = {name: i for i, name in enumerate(names)}
+    offsets = np.cumsum([0] + [len(r.categories) for r in records], dtype=np.int64)
+    return {
+        "item_ids": np.asarray([r.item_id for r in records], dtype=str),
+        "embeddings": np.ascontiguousarray(embeddings, dtype=np.float32),
+        "category_names": np.asarray(names, dtype=str),
+        "category_offsets": offsets,
+        "category_codes": np.fromiter((code[c] for r in records for c in r.categories), dtype=np.int32),
+        "titles": np.asarray([r.title or "" for r in records], dtype=str),
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(float(timestamp), UTC).isoformat().replace("+00:00", "Z")
+
+
+def _data_section(dataset: Dataset, config: TrainConfig, prepared: _Prepared) -> dict[str, Any]:
+    positives, split = prepared.positives, prepared.split
+    timestamps = positives["timestamp"]
+    return {
+        "source": config.source,
+        "name": dataset.name,
+        "window": {"start": _iso(timestamps.min()), "end": _iso(timestamps.max())},
+        "interactions": len(dataset.interactions),
+        "positive_interactions": len(positives),
+        "users": int(positives["user_id"].nunique()),
+        "items": len(dataset.items),
+        "catalogue_items": prepared.matrix.n_items,  # catalogue plus items only seen in interactions
+        "train_interactions": len(split.train),
+        "test_interactions": len(split.test),
+    }
+
+
+def _current_manifest(store: ArtifactStore) -> tuple[str | None, dict[str, Any] | None]:
+    current = current_version(store)
+    if current is None:
+        return None, None
+    try:
+        return current, read_manifest(store, current)
+    except ArtifactError as exc:
+        logger.warning("CURRENT names %s but its manifest cannot be read: %s", current, exc)
+        return current, {"version": current}
+
+
+def _sample(values: list[str], size: int, seed: int) -> list[str]:
+    if len(values) <= size:
+        return values
+    return sorted(np.random.default_rng(seed).choice(values, size=size, replace=False).tolist())
+
+
+@dataclass
+class _Prepared:
+    """The split and everything derived from it that several stages share."""
+
+    positives: pd.DataFrame
+    split: Split
+    spec: FeatureSpec
+    matrix: InteractionMatrix
+    evaluation: EvaluationSet
+    attributes: dict[str, dict[str, Any]]
+
+
+def _prepare(dataset: Dataset, config: TrainConfig) -> _Prepared:
+    positives = positive_interactions(dataset.interactions)
+    if positives.empty:
+        raise ConfigurationError(f"dataset {dataset.name!r} has no positive interactions to train on")
+    split = chronological_split(positives, config.test_fraction)
+    spec = fit_feature_spec(dataset)
+    catalogue = spec.item_ids.values
+    evaluation = EvaluationSet.from_split(
+        split, catalogue_size=len(catalogue), max_users=config.max_eval_users, seed=config.seed
+    )
+    matrix = InteractionMatrix.build(split.train, catalogue)
+    return _Prepared(positives, split, spec, matrix, evaluation, user_attributes(dataset.users))
+
+
+def _evaluate_two_tower(
+    trained: TrainedTwoTower, prepared: _Prepared, config: TrainConfig, bars: bool
+) -> dict[str, Any]:
+    """The two-tower row of the table: each test user embedded from their train history."""
+    matrix = prepared.matrix
+    scorer = two_tower_scorer(trained, matrix, user_histories(prepared.split.train), prepared.attributes)
+    recommend = scoring_recommender(scorer, matrix)
+    return evaluate_recommender(PRIMARY_MODEL, recommend, prepared.evaluation, config.k_values, progress=bars)
+
+
+def _evaluate_baselines(prepared: _Prepared, config: TrainConfig, bars: bool) -> dict[str, dict[str, Any]]:
+    """A row per baseline, fitted on the same train matrix and evaluated on the same users."""
+    rows = {}
+    for baseline in build_baselines(config.baseline_params, seed=config.seed, progress=bars):
+        baseline.fit(prepared.matrix)
+        recommend = scoring_recommender(baseline.score, prepared.matrix)
+        rows[baseline.name] = evaluate_recommender(
+            baseline.name, recommend, prepared.evaluation, config.k_values, progress=bars
+        )
+    return rows
+
+
+def _write_artifacts(
+    final: TrainedTwoTower,
+    prepared: _Prepared,
+    dataset: Dataset,
+    config: TrainConfig,
+    out: Path,
+    stages: _Stages,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Every file of ``artifacts.REQUIRED_FILES`` in ``out``, and the manifest sections they report."""
+    from towerlight_offline.export import PARITY_TOLERANCE, check_parity, export_towers
+    from towerlight_offline.index import build_index
+
+    histories = user_histories(prepared.positives)
+    users = _sample(prepared.evaluation.user_ids or sorted(histories), config.index_query_users, config.seed)
+    query_histories = [histories[u] for u in users]
+    query_attributes = [prepared.attributes.get(u) for u in users]
+
+    with stages.stage("export", "exporting the towers to ONNX (parity checked against torch)"):
+        files = dict(export_towers(final, out, check=False))
+        diffs = check_parity(final, files)
+    with stages.stage("index", "building the hnswlib index (recall checked against exact search)"):
+        embeddings = final.item_embeddings()
+        queries = final.user_embeddings(query_histories, query_attributes)
+        report = build_index(embeddings, out / artifacts.INDEX, queries=queries)
+    with stages.stage("artifacts", "writing items, popularity and features"):
+        np.savez(out / artifacts.ITEMS, **items_arrays(final.item_records, embeddings))
+        popularity = build_popularity(
+            prepared.positives,
+            dataset.users,
+            spec=prepared.spec,
+            half_life_days=config.popularity_half_life_days,
+            top_n=config.popularity_top_n,
+        )
+        np.savez(out / artifacts.POPULARITY, **popularity)
+        (out / artifacts.FEATURES).write_text(json.dumps(prepared.spec.to_json()))
+    files.update({name: out / name for name in artifacts.REQUIRED_FILES if name not in files})
+    # serving reads the query-time ef as params.index.ef
+    index = {"space": "ip", "ef": report.ef_search, "query_users": len(users), **report.to_json()}
+    parity = {
+        "user_tower_max_abs_diff": diffs[artifacts.USER_TOWER],
+        "item_tower_max_abs_diff": diffs[artifacts.ITEM_TOWER],
+        "tolerance": PARITY_TOLERANCE,
+    }
+    sections = {
+        "model": {
+            "type": PRIMARY_MODEL,
+            "embedding_dim": int(embeddings.shape[1]),
+            "items": int(embeddings.shape[0]),
+            "user_fields": prepared.spec.user_fields,
+            "history_length": prepared.spec.history_length,
+            "popularity_segments": len(popularity["segments"]),
+        },
+        "index": index,
+        "parity": parity,
+    }
+    return files, sections
+
+
+def _params_section(config: TrainConfig, params: TwoTowerParams, index: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "two_tower": params.to_json(),
+        "index": index,
+        "baselines": asdict(config.baseline_params) if config.baselines else None,
+        "popularity": {"half_life_days": config.popularity_half_life_days, "top_n": config.popularity_top_n},
+        "split": {"test_fraction": config.test_fraction, "rule": "per user, chronological"},
+        "seed": config.seed,
+        "refit_on_all": config.refit_on_all,
+    }
+
+
+def _evaluation_section(config: TrainConfig, evaluation: EvaluationSet) -> dict[str, Any]:
+    return {
+        "protocol": "per-user chronological split; full catalogue ranked excluding each user's train items",
+        "users": len(evaluation.user_ids),
+        "max_users": config.max_eval_users,
+        "k_values": list(config.k_values),
+        "served_model": (
+            "refit on all interactions after evaluation; metrics are from the held-out run"
+            if config.refit_on_all
+            else "the evaluated model itself (trained on the train split)"
+        ),
+    }
+
+
+def _promote(
+    store: ArtifactStore, version: str, current: str | None, decision: GateDecision, config: TrainConfig
+) -> tuple[bool, str]:
+    if not decision.promote:
+        return False, f"not promoted: {decision.reason}"
+    if not config.promote:
+        return False, f"not promoted (promotion disabled); the gate would pass: {decision.reason}"
+    try:
+        promote(store, version, expected_current=current)
+    except PointerConflictError as exc:
+        return False, f"not promoted: CURRENT changed during training ({exc.message})"
+    return True, f"promoted: {decision.reason}"
+
+
+def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = True) -> TrainResult:
+    """Train, evaluate, publish and (when the gate passes) promote one model version.
+
+    >>> result = run_training(load_movielens_dataset(), TrainConfig(store_uri="file:///tmp/store"))
+    >>> result.outcome
+    'promoted: no current version: nothing to compare with'
+    """
+    if not config.store_uri:
+        raise ConfigurationError("no artifact store: set TOWERLIGHT_STORE or pass a store URI")
+    store = open_store(config.store_uri)
+    stages = _Stages(progress)
+    params = replace(config.two_tower, seed=config.seed)
+    started = time.perf_counter()
+
+    with stages.stage("split", f"splitting {dataset.summary()} (last {config.test_fraction:.0%} per user)"):
+        prepared = _prepare(dataset, config)
+    stages.say(
+        f"{len(prepared.split.train):,} train / {len(prepared.split.test):,} test events, "
+        f"{len(prepared.evaluation.user_ids):,} test users evaluated, {prepared.matrix.n_items:,} items"
+    )
+    with stages.stage("train", f"training two-tower on the train split ({params.epochs} epochs)"):
+        trained = train_two_tower(
+            prepared.split.train, dataset.items, dataset.users, prepared.spec, params, progress=stages.bars
+        )
+    with stages.stage("evaluate", "evaluating two-tower (exact scores over the whole catalogue)"):
+        metrics = {PRIMARY_MODEL: _evaluate_two_tower(trained, prepared, config, stages.bars)}
+    if config.baselines:
+        with stages.stage("baselines", "fitting and evaluating popularity, item-kNN and ALS"):
+            metrics.update(_evaluate_baselines(prepared, config, stages.bars))
+    final = trained
+    if config.refit_on_all:
+        with stages.stage("refit", "refitting two-tower on all interactions for serving"):
+            final = train_two_tower(
+                prepared.positives, dataset.items, dataset.users, prepared.spec, params, progress=stages.bars
+            )
+
+    current, current_manifest = _current_manifest(store)
+    decision = decide(metrics[PRIMARY_MODEL], current_manifest, metric=config.gate_metric, tolerance=config.tolerance)
+    version = new_version_id()
+    with tempfile.TemporaryDirectory(prefix=f"towerlight-{version}-") as tmp:
+        files, sections = _write_artifacts(final, prepared, dataset, config, Path(tmp), stages)
+        with stages.stage("publish", f"publishing version {version} to {store.uri}"):
+            manifest = publish_version(
+                store,
+                version,
+                files,
+                {
+                    **sections,
+                    "params": _params_section(config, params, sections["index"]),
+                    "metrics": metrics,
+                    "evaluation": _evaluation_section(config, prepared.evaluation),
+                    "data": _data_section(dataset, config, prepared),
+                    "gate": decision.to_json(),
+                    "timings": {**stages.timings, "total": round(time.perf_counter() - started, 2)},
+                },
+            )
+    with stages.stage("promote", "applying the quality gate"):
+        promoted, outcome = _promote(store, version, current, decision, config)
+        stages.say(outcome)
+        pruned = prune(store, config.keep_versions)
+    if pruned:
+        stages.say(f"pruned {len(pruned)} old version(s): {', '.join(pruned)}")
+    return TrainResult(version, store.uri, manifest, metrics, decision, promoted, outcome, stages.timings, pruned)
