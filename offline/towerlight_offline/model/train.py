@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from towerlight.artifacts import USER_TOWER_INPUTS
 from towerlight.event_types import POSITIVE_EVENT_TYPES
 from towerlight.features import FeatureSpec, ItemRecord, stable_hash
 from towerlight_offline.model.spec import item_records, user_attributes
@@ -64,10 +66,25 @@ class TwoTowerParams:
     init_std: float = 0.1
     seed: int = 0
     max_train_examples: int | None = None  # keep only the most recent examples
-    num_threads: int | None = None  # torch intra-op threads while training; None leaves torch's setting
+    # torch intra-op threads while training and embedding; None leaves torch's setting. One thread is the
+    # default: results are then identical on every machine, and the ops are too small to gain much from more,
+    # while OpenMP's spin-waiting made two threads 4-10x slower whenever other processes shared the cores.
+    num_threads: int | None = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (``None``: unchanged), restoring the setting after."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -93,9 +110,10 @@ class TrainedTwoTower:
             (1682, 64)
         """
         chunks = [np.zeros((0, self.params.dim), dtype=np.float32)]
-        for start in range(0, len(self.item_records), batch_size):
-            item, content = self.spec.encode_items(self.item_records[start : start + batch_size])
-            chunks.append(self.item_tower(torch.from_numpy(item), torch.from_numpy(content)).numpy())
+        with torch_threads(self.params.num_threads):
+            for start in range(0, len(self.item_records), batch_size):
+                item, content = self.spec.encode_items(self.item_records[start : start + batch_size])
+                chunks.append(self.item_tower(torch.from_numpy(item), torch.from_numpy(content)).numpy())
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
 
     @torch.no_grad()
@@ -115,13 +133,13 @@ class TrainedTwoTower:
         if len(histories) != len(attributes):
             raise ValueError(f"{len(histories)} histories but {len(attributes)} attribute dicts")
         chunks = [np.zeros((0, self.params.dim), dtype=np.float32)]
-        for start in range(0, len(histories), batch_size):
-            inputs = self.spec.user_inputs(
-                histories[start : start + batch_size], attributes[start : start + batch_size]
-            )
-            chunks.append(
-                self.user_tower(torch.from_numpy(inputs["history"]), torch.from_numpy(inputs["user_features"])).numpy()
-            )
+        with torch_threads(self.params.num_threads):
+            for start in range(0, len(histories), batch_size):
+                inputs = self.spec.user_inputs(
+                    histories[start : start + batch_size], attributes[start : start + batch_size]
+                )
+                history, features = (torch.from_numpy(inputs[name]) for name in USER_TOWER_INPUTS)
+                chunks.append(self.user_tower(history, features).numpy())
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
 
 
@@ -289,10 +307,7 @@ def train_two_tower(
     """
     params = params or TwoTowerParams()
     started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if params.num_threads:
-        torch.set_num_threads(params.num_threads)
-    try:
+    with torch_threads(params.num_threads):
         torch.manual_seed(params.seed)
         rng = np.random.default_rng(params.seed)
         history_length = _training_history_length(params, spec)
@@ -356,8 +371,6 @@ def train_two_tower(
         untrained = _share_oov_with_untrained(item_tower, len(spec.item_ids.values), np.unique(events.items), oov)
         if untrained:
             logger.info("%d catalogue items had no training events: they use their OOV embedding", untrained)
-    finally:
-        torch.set_num_threads(previous_threads)
     seconds = time.perf_counter() - started
     logger.info("two-tower training took %.1f s", seconds)
     return TrainedTwoTower(
