@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,6 +20,17 @@ EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 def load_event(name: str) -> dict[str, Any]:
     """An event file from events/, as `sam local invoke -e` would pass it."""
     return json.loads((EVENTS_DIR / name).read_text())
+
+
+def fresh_handler(function: str) -> ModuleType:
+    """``functions/<function>/app.py`` imported afresh, as in a new execution environment.
+
+    Its module-level Powertools objects then read the calling test's environment, whatever other tests
+    imported before.
+    """
+    name = f"functions.{function}.app"
+    sys.modules.pop(name, None)  # not reload(): a module loaded from its file path has no parent package
+    return importlib.import_module(name)
 
 
 @dataclass

@@ -78,6 +78,7 @@ HTTP_STATUS: dict[type[TowerlightError], int] = {
     PayloadTooLargeError: 413,
     NotFoundError: 404,
     ServiceUnavailableError: 503,
+    ConfigurationError: 503,  # a function deployed without its settings cannot serve: retry once it is fixed
     PointerConflictError: 409,
     VersionExistsError: 409,
 }

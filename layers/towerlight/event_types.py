@@ -4,7 +4,7 @@ Example::
 
     >>> EVENT_TYPES["purchase"].reward
     1.0
-    >>> is_negative("block")
+    >>> "block" in REMOVING_EVENT_TYPES
     True
 """
 
@@ -39,10 +39,3 @@ EVENT_TYPES: dict[str, EventType] = {
 REMOVING_EVENT_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES.values() if t.removes_item)
 POSITIVE_EVENT_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES.values() if t.positive)
 
-
-def is_negative(event_type: str) -> bool:
-    return EVENT_TYPES[event_type].removes_item
-
-
-def reward(event_type: str) -> float:
-    return EVENT_TYPES[event_type].reward

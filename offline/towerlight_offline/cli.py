@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from towerlight.errors import TowerlightError
 from towerlight_offline import console
 
-COMMANDS = ("db", "data", "import_", "train", "models", "evaluate", "serve", "invoke", "bench", "demo")
+COMMANDS = ("db", "data", "import_", "train", "models", "serve", "invoke", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"towerlight_offline.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"towerlight_offline.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"towerlight_offline.commands.{name}").register(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import io
 import json
 import os
 import shutil
@@ -66,7 +67,8 @@ def api_event(template: str, path: str, *, query: dict[str, Any] | None = None, 
 
 
 def _call(handler: Callable[..., Any], event: dict[str, Any], function: str) -> dict[str, Any]:
-    response = handler(event, LocalLambdaContext(function_name=function))
+    with contextlib.redirect_stdout(io.StringIO()):  # Powertools' EMF lines are not part of the story
+        response = handler(event, LocalLambdaContext(function_name=function))
     body = json.loads(response["body"])
     if response["statusCode"] >= 400:
         raise RuntimeError(f"{function} answered {response['statusCode']}: {body}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import uuid
@@ -13,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.config import get_settings
 from towerlight.db.connection import close_shared_connection, shared_connection
@@ -26,7 +25,7 @@ def ingest(db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> ModuleTyp
     """functions/ingest/app.py, imported with Powertools configured for tests, on a fresh database."""
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TowerlightTest")
-    return importlib.import_module("functions.ingest.app")
+    return fresh_handler("ingest")
 
 
 def invoke(ingest: ModuleType, event: dict[str, Any]) -> list[str]:

@@ -7,7 +7,6 @@ ingest function writes them, so each test reads like a user's session.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.config import get_settings
 from towerlight.db.catalog import ItemRow, UserRow, set_item_active, upsert_items, upsert_users
@@ -81,8 +80,7 @@ def new_process() -> Caller:
     objects read this test's environment and write to this test's stdout.
     """
     forget_process_state()
-    name = "functions.recommend.app"
-    app = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    app = fresh_handler("recommend")
 
     def call(
         event_name: str, *, query: str | None = None, path: str | None = None, body: Any = None

@@ -7,7 +7,6 @@ what they check is the run record: idempotency per execution id, skips, failures
 
 from __future__ import annotations
 
-import importlib
 import math
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.admin import runs
 from towerlight.config import get_settings
@@ -61,7 +60,7 @@ def retrain_app(monkeypatch: pytest.MonkeyPatch, store_uri: str, fast_training: 
     """functions/retrain/app.py, imported with Powertools configured for tests."""
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TowerlightTest")
-    return importlib.import_module("functions.retrain.app")
+    return fresh_handler("retrain")
 
 
 def store_events(conn: psycopg.Connection, dataset: Dataset) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight import queue
 from towerlight.config import get_settings
@@ -34,7 +33,7 @@ def track(queue_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TowerlightTest")
     monkeypatch.setattr(queue, "BACKOFF_SECONDS", 0.0)
-    return importlib.import_module("functions.track.app")
+    return fresh_handler("track")
 
 
 def invoke(track: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -21,9 +21,7 @@ def test_ensure_queue_creates_a_queue_with_a_dead_letter_queue(moto_endpoint: st
     sqs = boto3.client("sqs")
     assert url == again
     policy = json.loads(
-        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"][
-            "RedrivePolicy"
-        ]
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
     )
     assert policy["deadLetterTargetArn"].endswith(":towerlight-test-events-dlq")
     assert int(policy["maxReceiveCount"]) == 3

@@ -6,7 +6,6 @@ job or an operator would: promote a new version, publish a corrupted one, publis
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 from fixtures_model import copy_version
 
 from towerlight.config import get_settings
@@ -53,7 +52,7 @@ def forget_process_state() -> None:
 
 def invoke(event_name: str) -> tuple[int, dict[str, Any]]:
     """Call the recommend handler of this (warm) process with an events/ file."""
-    app = importlib.import_module("functions.recommend.app")
+    app = fresh_handler("recommend")
     response = app.handler(load_event(event_name), LambdaContext(function_name="recommend"))
     return response["statusCode"], json.loads(response["body"])
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import uuid
 from types import ModuleType
 
 import psycopg
 import pytest
-from conftest import LambdaContext, load_event
+from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.config import get_settings
 from towerlight.queue import sqs_client
@@ -32,7 +31,7 @@ def queue_url(moto_endpoint: str, db_url: str, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture
 def track(queue_url: str) -> ModuleType:
-    return importlib.import_module("functions.track.app")
+    return fresh_handler("track")
 
 
 @pytest.fixture

@@ -109,9 +109,7 @@ def test_publish_uploads_files_then_the_manifest_with_checksums(
     assert json.loads(artifact_store.get_bytes("models/v1/manifest.json")) == manifest
 
 
-def test_publish_refuses_an_existing_version(
-    artifact_store: ArtifactStore, model_files: dict[str, Path]
-) -> None:
+def test_publish_refuses_an_existing_version(artifact_store: ArtifactStore, model_files: dict[str, Path]) -> None:
     # GIVEN a published version
     publish_version(artifact_store, "v1", model_files, {})
 
@@ -186,7 +184,7 @@ def test_download_of_a_subset_fetches_and_verifies_only_those_files(
     assert (model_dir / "items.hnsw").read_bytes() == model_files["items.hnsw"].read_bytes()
 
     # AND a file the manifest does not list is refused by name
-    with pytest.raises(ArtifactError, match="item_tower.onnx"):
+    with pytest.raises(ArtifactError, match=r"item_tower\.onnx"):
         download_version(artifact_store, "v1", tmp_path / "other", only=["item_tower.onnx"])
 
 
@@ -234,9 +232,7 @@ def test_download_of_a_truncated_artifact_fails_on_size(
         download_version(artifact_store, "v1", tmp_path)
 
 
-def test_promote_and_rollback_walk_the_pointer(
-    artifact_store: ArtifactStore, model_files: dict[str, Path]
-) -> None:
+def test_promote_and_rollback_walk_the_pointer(artifact_store: ArtifactStore, model_files: dict[str, Path]) -> None:
     # GIVEN three versions promoted in turn
     v1, v2, v3 = publish_many(artifact_store, model_files, 3)
     promote(artifact_store, v1, expected_current=None)
@@ -305,9 +301,7 @@ def test_promote_with_a_stale_expected_current_conflicts(
     assert current_version(artifact_store) == v2
 
 
-def test_concurrent_promotes_from_the_same_state_have_one_winner(
-    file_store: str, model_files: dict[str, Path]
-) -> None:
+def test_concurrent_promotes_from_the_same_state_have_one_winner(file_store: str, model_files: dict[str, Path]) -> None:
     # GIVEN eight versions and a CURRENT every promoter has read
     store = open_store(file_store)
     base, *candidates = publish_many(store, model_files, 9)
@@ -336,9 +330,7 @@ def test_concurrent_promotes_from_the_same_state_have_one_winner(
     assert pointer is not None and pointer["previous"] == base and pointer["version"] in candidates
 
 
-def test_list_versions_newest_first_with_metrics(
-    artifact_store: ArtifactStore, model_files: dict[str, Path]
-) -> None:
+def test_list_versions_newest_first_with_metrics(artifact_store: ArtifactStore, model_files: dict[str, Path]) -> None:
     # GIVEN three versions, the middle one current
     v1, v2, v3 = publish_many(artifact_store, model_files, 3)
     promote(artifact_store, v2)
@@ -381,9 +373,7 @@ def test_prune_requires_keeping_at_least_one(artifact_store: ArtifactStore) -> N
         prune(artifact_store, keep=0)
 
 
-def test_rollback_skips_a_pruned_previous(
-    artifact_store: ArtifactStore, model_files: dict[str, Path]
-) -> None:
+def test_rollback_skips_a_pruned_previous(artifact_store: ArtifactStore, model_files: dict[str, Path]) -> None:
     # GIVEN CURRENT whose recorded previous has been deleted from the store
     v1, v2, v3 = publish_many(artifact_store, model_files, 3)
     promote(artifact_store, v1)

@@ -54,6 +54,8 @@ def create_app(name: str) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            return _json_error(400, "malformed_request", "the request body is not valid JSON")
         return _json_error(422, "invalid_request", "the request is not valid", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)

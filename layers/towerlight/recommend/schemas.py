@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,9 @@ class RecommendationsResponse(BaseModel):
 
 class RankRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
-    item_ids: list[str] = Field(min_length=1, description=f"at most {MAX_RANK_ITEMS} item ids, in any order")
+    item_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, description=f"at most {MAX_RANK_ITEMS} item ids, in any order"
+    )
     strategy: Strategy = "auto"
 
 

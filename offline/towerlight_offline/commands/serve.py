@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
     for name, value in QUIET_LAMBDA_ENV.items():
         os.environ.setdefault(name, value)
+    # uvicorn re-raises SIGTERM once it has shut down; exiting through Python unwinds the stack below,
+    # so the moto server, the worker and the embedded Postgres stop with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         for line in start_local_stack(stack):
             console.say(f"started {line}")
