@@ -348,8 +348,10 @@ def test_each_function_gets_only_what_it_needs() -> None:
         "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}
     }
     assert not statements("TrackFunction")
-    # recommend and ingest never write the bucket; only admin and retrain write, and admin only CURRENT
+    # recommend only reads the bucket (and the database secret); it sends nothing to the queue
     assert actions("RecommendFunction") == {"s3:GetObject", "s3:ListBucket"}
+    assert set(policy_templates("RecommendFunction")) == {"AWSSecretsManagerGetSecretValuePolicy"}
+    # ingest never writes the bucket; only admin and retrain write, and admin only CURRENT
     assert not actions("IngestFunction")
     admin_writes = [s for s in statements("AdminFunction") if s["Action"] == "s3:PutObject"]
     assert [s["Resource"] for s in admin_writes] == [{"Fn::Sub": "${ArtifactsBucket.Arn}/towerlight/models/CURRENT"}]
