@@ -1,4 +1,4 @@
-"""Interaction events in Postgres: the one write path (COPY + ON CONFLICT) and the per-user reads.
+"""Interaction events in Postgres: the one write path (COPY, ON CONFLICT on redelivery) and the per-user reads.
 
 ``insert_events`` is used by both the importer and the SQS ingest function. It returns the ids of the
 rows it actually inserted, so at-least-once delivery never counts an event twice downstream.
@@ -15,17 +15,23 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+import re
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+import pydantic_core
+from psycopg.copy import LibpqWriter
 
 from towerlight.event_types import REMOVING_EVENT_TYPES
 
+_COLUMNS = "(event_id, user_id, item_id, event_type, value, ts, recommendation_id, context)"
+# The fast path: rows go straight into events, in one COPY (heap multi-insert, no staging table).
+_COPY_INTO_EVENTS = f"COPY events {_COLUMNS} FROM STDIN"
+# The path for batches that repeat stored events: stage, then INSERT ... ON CONFLICT DO NOTHING.
 _STAGE_EVENTS = (
     b"DROP TABLE IF EXISTS pg_temp.towerlight_events_in; "
     b"CREATE TEMPORARY TABLE pg_temp.towerlight_events_in ("
@@ -33,19 +39,17 @@ _STAGE_EVENTS = (
     b" value double precision, ts timestamptz NOT NULL, recommendation_id text, context jsonb"
     b") ON COMMIT DROP"
 )
-_COPY_EVENTS = (
-    "COPY pg_temp.towerlight_events_in"
-    " (event_id, user_id, item_id, event_type, value, ts, recommendation_id, context) FROM STDIN"
-)
-_INSERT_EVENTS = (
-    "INSERT INTO events (event_id, user_id, item_id, event_type, value, ts, recommendation_id, context)"
+_COPY_INTO_STAGE = f"COPY pg_temp.towerlight_events_in {_COLUMNS} FROM STDIN"
+_INSERT_STAGED = (
+    f"INSERT INTO events {_COLUMNS}"
     " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context"
     " FROM pg_temp.towerlight_events_in"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id::text"
 )
-# event_id goes as text: the server parses (and validates) it into the uuid column.
-_COPY_TYPES = ("text", "text", "text", "text", "float8", "timestamptz", "text", "jsonb")
+# Text COPY: the server parses event_id (validating it) and context (already JSON text) itself.
+_COPY_TYPES = ("text", "text", "text", "text", "float8", "timestamptz", "text", "text")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # One round trip for serving: the latest events, then every item the user removed (flag = true).
 _HISTORY_AND_REMOVED = """
@@ -101,6 +105,10 @@ def insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> list[st
     nothing is committed here (on an autocommit connection the call runs in its own transaction).
     Several calls may share one transaction.
 
+    New events (the usual case) go straight into ``events`` with one ``COPY`` under a savepoint. Only
+    when that meets an ``event_id`` already stored (a redelivery, or a concurrent writer) is the batch
+    staged in a temporary table and inserted with ``ON CONFLICT (event_id) DO NOTHING``.
+
     Example::
 
         >>> new = insert_events(conn, rows)
@@ -109,29 +117,69 @@ def insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> list[st
     """
     if not rows:
         return []
-    scope = conn.transaction() if conn.autocommit else contextlib.nullcontext()
-    with scope, conn.cursor() as cur:
+    records = _records(rows)
+    if conn.autocommit:
+        try:
+            with conn.cursor() as cur:
+                _copy(cur, _COPY_INTO_EVENTS, records.values())  # one statement: its own transaction
+            return list(records)
+        except psycopg.errors.UniqueViolation:
+            with conn.transaction():
+                return _insert_staged(conn, records.values())
+    with conn.cursor() as cur:
+        # A plain savepoint, not conn.transaction(): on an idle connection that would COMMIT at exit.
+        cur.execute(b"SAVEPOINT towerlight_events_copy")
+        try:
+            _copy(cur, _COPY_INTO_EVENTS, records.values())
+        except psycopg.errors.UniqueViolation:
+            cur.execute(b"ROLLBACK TO SAVEPOINT towerlight_events_copy")
+            cur.execute(b"RELEASE SAVEPOINT towerlight_events_copy")
+            return _insert_staged(conn, records.values())
+        cur.execute(b"RELEASE SAVEPOINT towerlight_events_copy")
+    return list(records)
+
+
+def _insert_staged(conn: psycopg.Connection, records: Iterable[tuple[Any, ...]]) -> list[str]:
+    """Stage the batch in a temporary table, then insert what is new; returns the inserted ids."""
+    with conn.cursor() as cur:
         cur.execute(_STAGE_EVENTS)
-        with cur.copy(_COPY_EVENTS) as copy:
-            copy.set_types(list(_COPY_TYPES))
-            for row in rows:
-                copy.write_row(
-                    (
-                        row.event_id,
-                        row.user_id,
-                        row.item_id,
-                        row.event_type,
-                        row.value,
-                        row.ts,
-                        row.recommendation_id,
-                        None if row.context is None else Jsonb(row.context),
-                    )
-                )
-        cur.execute(_INSERT_EVENTS)
+        _copy(cur, _COPY_INTO_STAGE, records)
+        cur.execute(_INSERT_STAGED)
         inserted = [r[0] for r in cur.fetchall()]
         # Dropped now (not only at commit) so another call in the same transaction starts empty.
-        cur.execute("DROP TABLE pg_temp.towerlight_events_in")
+        cur.execute(b"DROP TABLE pg_temp.towerlight_events_in")
     return inserted
+
+
+def _records(rows: Sequence[EventRow]) -> dict[str, tuple[Any, ...]]:
+    """The COPY row of the first event of each id, keyed by the canonical id (a non-UUID id is kept)."""
+    records: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        event_id = row.event_id if _CANONICAL_UUID.fullmatch(row.event_id) else _canonical(row.event_id)
+        if event_id not in records:
+            records[event_id] = _record(event_id, row)
+    return records
+
+
+def _canonical(event_id: str) -> str:
+    try:
+        return str(uuid.UUID(event_id))
+    except (ValueError, TypeError):
+        return event_id  # not a UUID: the server refuses it, failing the batch like any bad row
+
+
+def _record(event_id: str, row: EventRow) -> tuple[Any, ...]:
+    # pydantic_core's encoder (Rust): ~10x json.dumps on a small dict, and this runs for every event.
+    context = None if row.context is None else pydantic_core.to_json(row.context).decode()
+    return (event_id, row.user_id, row.item_id, row.event_type, row.value, row.ts, row.recommendation_id, context)
+
+
+def _copy(cur: psycopg.Cursor[Any], statement: str, records: Iterable[tuple[Any, ...]]) -> None:
+    # Flush every block (psycopg waits for 1 MB by default): the server starts inserting before the end.
+    with cur.copy(statement, writer=LibpqWriter(cur, flush_threshold=0)) as copy:
+        copy.set_types(list(_COPY_TYPES))
+        for record in records:
+            copy.write_row(record)
 
 
 def history_and_removed(conn: psycopg.Connection, user_id: str, limit: int) -> tuple[list[HistoryEvent], set[str]]:

@@ -1,0 +1,422 @@
+"""``towerlight bench ingest``: the ingest function's throughput into Postgres, beside one INSERT per event.
+
+Synthetic interactions become the message bodies the track function sends (canonical event JSON, a
+quarter of them with a ``recommendation_id`` and a ``context``), grouped into real SQS events of
+``batch`` records (``towerlight_offline.local.worker.sqs_event``). Then, on one Postgres (a fresh
+schema; ``towerlight_offline.bench.local_stack``):
+
+- ``functions/ingest/app.py``'s ``handler`` ingests every batch once (new events);
+- the baselines, interleaved with those batches so load changes hit all paths: the same handler with
+  its writer replaced by one ``INSERT ... ON CONFLICT DO NOTHING`` per event, all in one transaction
+  per batch (the same atomicity as the real writer); and, on fewer events, one INSERT per event each
+  committed on its own (autocommit);
+- the first ``duplicate_batches`` batches are delivered again whole (SQS redelivery): every event is
+  a duplicate.
+
+Example::
+
+    >>> report, (json_path, md_path) = run_ingest_bench(IngestBenchConfig(events=200_000, batch=1000))
+    >>> report.results["handler"]["events_per_second"], report.targets[0].status
+    (39112.0, 'MISS')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from towerlight import ingest as ingest_service
+from towerlight.db.connection import shared_connection
+from towerlight.db.events import EventRow
+from towerlight.ingest import EventBatchProcessor
+from towerlight_offline.bench import LocalStack, discarded_stdout, lambda_env, local_stack, patched_environ
+from towerlight_offline.bench.report import (
+    Report,
+    Target,
+    latency_summary,
+    load_average,
+    machine_info,
+    write_report,
+)
+from towerlight_offline.local.worker import LocalLambdaContext, load_function_handler, sqs_event
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:towerlight-bench-events"
+RATE_TARGET = 50_000.0
+_INSERT_ONE = (
+    "INSERT INTO events (event_id, user_id, item_id, event_type, value, ts, recommendation_id, context)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
+)
+
+
+@dataclass
+class IngestBenchConfig:
+    """Sizes of one ``bench ingest`` run (the CLI flags)."""
+
+    events: int = 200_000
+    batch: int = 1000
+    baseline_events: int = 20_000  # one INSERT per event, one transaction per batch
+    autocommit_events: int = 2_000  # one INSERT per event, each its own transaction
+    duplicate_batches: int = 20
+    users: int = 10_000
+    items: int = 100_000
+    seed: int = 0
+    out: Path = field(default_factory=lambda: Path("bench-results"))
+
+
+def message_bodies(config: IngestBenchConfig, *, now: float | None = None) -> list[str]:
+    """``config.events`` event bodies as the track function enqueues them (canonical JSON, fresh ids).
+
+    Who did what comes from ``synthetic_dataset``; the times are those of live traffic: spread over the
+    hour before ``now``, in arrival order with a few seconds of jitter (as clients' clocks and SQS give).
+
+    >>> json.loads(message_bodies(IngestBenchConfig(events=1, users=1, items=1))[0])["event_type"]
+    'view'
+    """
+    from towerlight_offline.data.synthetic import synthetic_dataset
+
+    data = synthetic_dataset(config.users, config.items, config.events, seed=config.seed).interactions
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(data))  # interleave users, as a live stream does
+    end = time.time() if now is None else now
+    times = end - 3600 + np.linspace(0, 3590, len(data)) + rng.uniform(0, 5, len(data))
+    with_context = rng.random(len(data)) < 0.25
+    positions = rng.integers(1, 20, len(data))
+    users, items, kinds = (data[column].to_numpy()[order] for column in ("user_id", "item_id", "event_type"))
+    bodies = []
+    for user, item, kind, ts, tagged, position in zip(users, items, kinds, times, with_context, positions, strict=True):
+        body: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "user_id": user,
+            "item_id": item,
+            "event_type": kind,
+            "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        if tagged:
+            body["recommendation_id"] = str(uuid.uuid4())
+            body["context"] = {"page": "home", "position": int(position)}
+        bodies.append(json.dumps(body, separators=(",", ":")))
+    return bodies
+
+
+def sqs_batches(bodies: Sequence[str], size: int) -> list[dict[str, Any]]:
+    """Lambda SQS events of ``size`` records each (the last one may be shorter).
+
+    >>> len(sqs_batches(["{}"] * 5, 2))
+    3
+    """
+    messages = [{"MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex, "Body": body} for body in bodies]
+    return [sqs_event(messages[i : i + size], QUEUE_ARN, "us-east-1") for i in range(0, len(messages), size)]
+
+
+def insert_one_by_one(rows: Sequence[EventRow], *, autocommit: bool = False) -> list[str]:
+    """The baseline writer: one ``INSERT ... ON CONFLICT DO NOTHING`` round trip per event, all in one
+    transaction (``autocommit=False``) or each committed on its own."""
+    conn = shared_connection()
+    inserted: list[str] = []
+    conn.autocommit = autocommit
+    try:
+        with contextlib.nullcontext() if autocommit else conn.transaction():
+            for row in rows:
+                found = conn.execute(
+                    _INSERT_ONE,
+                    [
+                        row.event_id,
+                        row.user_id,
+                        row.item_id,
+                        row.event_type,
+                        row.value,
+                        row.ts,
+                        row.recommendation_id,
+                        None if row.context is None else Jsonb(row.context),
+                    ],
+                ).fetchone()
+                if found:
+                    inserted.append(found[0])
+    finally:
+        conn.autocommit = False
+    return inserted
+
+
+@dataclass
+class _Timed:
+    """Per batch: wall time, time in the writer and in ``insert_events`` (ns), size; and the processor's counts."""
+
+    total_ns: list[int] = field(default_factory=list)
+    write_ns: list[int] = field(default_factory=list)
+    insert_ns: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    inserted: int = 0
+    duplicates: int = 0
+    failures: int = 0
+
+    def add(self, elapsed: int, spent: dict[str, int], records: int, stats: Any, failures: int) -> None:
+        self.total_ns.append(elapsed)
+        self.write_ns.append(spent["write"])
+        self.insert_ns.append(spent["insert"])
+        self.sizes.append(records)
+        self.inserted += stats.inserted
+        self.duplicates += stats.duplicates
+        self.failures += failures
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.total_ns)
+        events = sum(self.sizes)
+        per_batch = [n / (ns / 1e9) for ns, n in zip(self.total_ns, self.sizes, strict=True) if ns]
+        rest = [w - i for w, i in zip(self.write_ns, self.insert_ns, strict=True)]
+        return {
+            "batches": len(self.total_ns),
+            "events": events,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "failed_records": self.failures,
+            "seconds": round(total / 1e9, 3),
+            "events_per_second": round(events / (total / 1e9), 1) if total else None,
+            "batch_p50_events_per_second": round(float(np.median(per_batch)), 1) if per_batch else None,
+            "batch_latency": latency_summary(self.total_ns),
+            "write_latency": latency_summary(self.write_ns),
+            "insert_events_latency": latency_summary(self.insert_ns) if any(self.insert_ns) else None,
+            "write_minus_insert_latency": latency_summary(rest) if any(self.insert_ns) else None,
+            "write_share": round(sum(self.write_ns) / total, 3) if total else None,
+        }
+
+
+class _Handler:
+    """The real ingest handler, with its writer swappable; time in the writer and in ``insert_events`` noted."""
+
+    def __init__(self) -> None:
+        self.handler = load_function_handler("Ingest")
+        self.module: ModuleType = sys.modules["functions.ingest.app"]
+        self.real_processor = self.module.processor
+        self.spent = {"write": 0, "insert": 0}
+        self._restore: list[Callable[[], None]] = []
+        self._wrap(self.module, "write_events", "write")  # set_config + insert_events + COMMIT
+        self._wrap(ingest_service, "insert_events", "insert")
+
+    def _wrap(self, module: ModuleType, name: str, counter: str) -> None:
+        original = getattr(module, name)
+        setattr(module, name, self._timing(original, counter))
+        self._restore.append(lambda: setattr(module, name, original))
+
+    def _timing(self, function: Callable[..., list[str]], counter: str) -> Callable[..., list[str]]:
+        def timed(*args: Any) -> list[str]:
+            started = time.perf_counter_ns()
+            try:
+                return function(*args)
+            finally:
+                self.spent[counter] += time.perf_counter_ns() - started
+
+        return timed
+
+    @contextlib.contextmanager
+    def writer(self, write: Callable[[Sequence[EventRow]], list[str]]) -> Iterator[None]:
+        """Use ``write`` (a baseline) instead of the real writer inside the block."""
+        self.module.processor = EventBatchProcessor(write=self._timing(write, "write"), metrics=self.module.metrics)
+        try:
+            yield
+        finally:
+            self.module.processor = self.real_processor
+
+    def run(self, event: dict[str, Any], into: _Timed) -> None:
+        self.spent = {"write": 0, "insert": 0}
+        context = LocalLambdaContext(function_name="ingest")
+        with discarded_stdout():
+            started = time.perf_counter_ns()
+            response = self.handler(event, context)
+            elapsed = time.perf_counter_ns() - started
+        failures = len(response.get("batchItemFailures", []))
+        into.add(elapsed, self.spent, len(event["Records"]), self.module.processor.stats, failures)
+
+    def close(self) -> None:
+        for restore in self._restore:
+            restore()
+
+
+def _schedule(handler_batches: int, baseline_batches: int) -> list[int]:
+    """Positions (after which handler batch) to run each baseline batch, spread evenly."""
+    if baseline_batches <= 0:
+        return []
+    step = handler_batches / baseline_batches
+    return [min(handler_batches - 1, math.floor(step * (i + 0.5))) for i in range(baseline_batches)]
+
+
+def run_ingest_bench(config: IngestBenchConfig, say: Say = logger.info) -> tuple[Report, tuple[Path, Path]]:
+    """Run the ingest benchmark; returns the report and the JSON and markdown paths."""
+    machine = machine_info()
+    started = time.perf_counter()
+    say(f"building {config.events:,} events (+ baselines) as SQS batches of {config.batch}")
+    extra = config.baseline_events + config.autocommit_events
+    bodies = message_bodies(IngestBenchConfig(**{**asdict(config), "events": config.events + extra}))
+    batches = sqs_batches(bodies[: config.events], config.batch)
+    baseline = sqs_batches(bodies[config.events : config.events + config.baseline_events], config.batch)
+    autocommit = sqs_batches(bodies[config.events + config.baseline_events :], min(config.batch, 100))
+    del bodies
+    with local_stack() as stack, patched_environ(lambda_env()):
+        ingest = _Handler()
+        try:
+            results = _measure(ingest, batches, baseline, autocommit, config, say)
+            postgres_rows = _count_events()
+        finally:
+            ingest.close()
+    report = _report(config, machine, stack, results, postgres_rows, time.perf_counter() - started)
+    return report, write_report(report, config.out)
+
+
+def _measure(
+    ingest: _Handler,
+    batches: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    autocommit: list[dict[str, Any]],
+    config: IngestBenchConfig,
+    say: Say,
+) -> dict[str, _Timed]:
+    results = {name: _Timed() for name in ("handler", "one_insert_per_event", "autocommit_per_event", "redelivery")}
+    ingest.run(batches[0], _Timed())  # warm-up: the connection, psycopg's caches (stored, then redelivered)
+    timed = batches[1:]
+    extras: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for name, events in (("one_insert_per_event", baseline), ("autocommit_per_event", autocommit)):
+        for at, event in zip(_schedule(len(timed), len(events)), events, strict=True):
+            extras.setdefault(at, []).append((name, event))
+    writers = {
+        "one_insert_per_event": insert_one_by_one,
+        "autocommit_per_event": functools.partial(insert_one_by_one, autocommit=True),
+    }
+    for position, event in enumerate(timed):
+        ingest.run(event, results["handler"])
+        for name, extra in extras.get(position, []):
+            with ingest.writer(writers[name]):
+                ingest.run(extra, results[name])
+        if position and position % 50 == 0:
+            say(f"  {position:,}/{len(timed):,} batches")
+    say(f"redelivering {config.duplicate_batches} batches whole")
+    for event in batches[: config.duplicate_batches]:
+        ingest.run(event, results["redelivery"])
+    return results
+
+
+def _count_events() -> int:
+    conn = shared_connection()
+    with conn.transaction():
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _report(
+    config: IngestBenchConfig,
+    machine: dict[str, Any],
+    stack: LocalStack,
+    results: dict[str, _Timed],
+    postgres_rows: int,
+    seconds: float,
+) -> Report:
+    summaries = {name: timed.summary() for name, timed in results.items()}
+    handler, one = summaries["handler"], summaries["one_insert_per_event"]
+    targets = [
+        Target(
+            f"ingest through the handler, batches of {config.batch}",
+            handler["events_per_second"],
+            RATE_TARGET,
+            "events/s",
+            kind="at_least",
+            baseline=one["events_per_second"],
+            note="baseline: one INSERT per event, one transaction per batch",
+        ),
+        Target(
+            "same, per-batch median",
+            handler["batch_p50_events_per_second"],
+            RATE_TARGET,
+            "events/s",
+            kind="at_least",
+            baseline=one["batch_p50_events_per_second"],
+        ),
+    ]
+    labels = {
+        "handler": "handler, new events (COPY)",
+        "one_insert_per_event": "baseline: one INSERT per event, one transaction per batch",
+        "autocommit_per_event": "baseline: one INSERT per event, each committed (autocommit)",
+        "redelivery": "handler, whole batches redelivered (all duplicates)",
+    }
+    rows = [
+        [
+            labels[name],
+            s["batches"],
+            s["events"],
+            s["inserted"],
+            s["duplicates"],
+            s["failed_records"],
+            f"{s['events_per_second']:,.0f}" if s["events_per_second"] else "",
+            f"{s['batch_p50_events_per_second']:,.0f}" if s["batch_p50_events_per_second"] else "",
+            _ms(s["batch_latency"], "p50_ms"),
+            _ms(s["batch_latency"], "p99_ms"),
+            _ms(s["write_latency"], "p50_ms"),
+            _ms(s["insert_events_latency"], "p50_ms"),
+            _ms(s["write_minus_insert_latency"], "p50_ms"),
+        ]
+        for name, s in summaries.items()
+    ]
+    notes = [
+        f"Postgres: {stack.postgres}; " + ", ".join(f"{k}={v}" for k, v in stack.postgres_settings.items()),
+        "events/s = events / total handler time; per-batch median = the median of each batch's own rate; "
+        "write = the processor's writer (write_events: BEGIN, set_config, insert_events, COMMIT; or the "
+        "baseline's), commit etc. = write - insert_events; the rest of a batch is parsing and validating "
+        "records and Powertools' batch machinery",
+        f"baseline batches run interleaved with the handler's; the autocommit baseline uses batches of "
+        f"{min(config.batch, 100)}; {postgres_rows:,} rows in events at the end",
+        f"total benchmark time {seconds:.0f} s",
+    ]
+    return Report(
+        name="ingest",
+        title=f"towerlight bench ingest: {config.events:,} events, batches of {config.batch}",
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        results={
+            **summaries,
+            "postgres": {"kind": stack.postgres, "settings": stack.postgres_settings},
+            "rows_at_end": postgres_rows,
+            "seconds": round(seconds, 1),
+        },
+        targets=targets,
+        machine_before=machine,
+        machine_after={"load_average": load_average()},
+        sections=[
+            (
+                "Throughput",
+                [
+                    "path",
+                    "batches",
+                    "events",
+                    "inserted",
+                    "duplicates",
+                    "failed",
+                    "events/s",
+                    "batch p50 events/s",
+                    "batch p50 ms",
+                    "batch p99 ms",
+                    "write p50 ms",
+                    "insert_events p50 ms",
+                    "commit etc. p50 ms",
+                ],
+                rows,
+            )
+        ],
+        notes=notes,
+    )
+
+
+def _ms(summary: dict[str, Any] | None, key: str) -> str:
+    return f"{summary[key]:.2f}" if summary and key in summary else ""
