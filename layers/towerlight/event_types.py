@@ -38,4 +38,3 @@ EVENT_TYPES: dict[str, EventType] = {
 
 REMOVING_EVENT_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES.values() if t.removes_item)
 POSITIVE_EVENT_TYPES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES.values() if t.positive)
-

@@ -113,9 +113,7 @@ class LocalStore:
             shutil.copyfile(self._path(key), path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             if not self.exists(key):
-                raise ArtifactNotFoundError(
-                    f"artifact {key!r} not found in {self.uri}", {"key": key}
-                ) from exc
+                raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.uri}", {"key": key}) from exc
             raise ArtifactError(f"cannot write {path}: {exc}", {"key": key}) from exc
         except OSError as exc:
             raise ArtifactError(f"cannot download artifact {key!r}: {exc}", {"key": key}) from exc

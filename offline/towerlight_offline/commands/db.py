@@ -24,7 +24,5 @@ def _migrate(args: argparse.Namespace) -> int:
     directory = args.dir or default_migrations_dir()
     with connect() as conn:
         applied = migrate(conn, directory)
-    console.say(
-        f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema up to date"
-    )
+    console.say(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema up to date")
     return 0

@@ -14,9 +14,7 @@ from towerlight_offline.local.postgres import ensure_database_url
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("import", help="load CSV/Parquet files into Postgres (validated, idempotent)")
-    parser.add_argument(
-        "--interactions", type=Path, required=True, help="user_id,item_id,timestamp[,event_type,value]"
-    )
+    parser.add_argument("--interactions", type=Path, required=True, help="user_id,item_id,timestamp[,event_type,value]")
     parser.add_argument("--items", type=Path, help="item_id,title,categories plus attribute columns")
     parser.add_argument("--users", type=Path, help="user_id plus attribute columns")
     parser.set_defaults(func=_import)
