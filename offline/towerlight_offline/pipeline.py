@@ -301,8 +301,7 @@ def _write_artifacts(
         np.savez(out / artifacts.POPULARITY, **popularity)
         (out / artifacts.FEATURES).write_text(json.dumps(prepared.spec.to_json()))
     files.update({name: out / name for name in artifacts.REQUIRED_FILES if name not in files})
-    # serving reads the query-time ef as params.index.ef
-    index = {"space": "ip", "ef": report.ef_search, "query_users": len(users), **report.to_json()}
+    index = {**report.to_json(), "query_users": len(users)}
     parity = {
         "user_tower_max_abs_diff": diffs[artifacts.USER_TOWER],
         "item_tower_max_abs_diff": diffs[artifacts.ITEM_TOWER],
@@ -326,7 +325,13 @@ def _write_artifacts(
 def _params_section(config: TrainConfig, params: TwoTowerParams, index: dict[str, Any]) -> dict[str, Any]:
     return {
         "two_tower": params.to_json(),
-        "index": index,
+        # serving reads the query-time ef as params.index.ef
+        "index": {
+            "space": "ip",
+            "ef": index["ef_search"],
+            "M": index["M"],
+            "ef_construction": index["ef_construction"],
+        },
         "baselines": asdict(config.baseline_params) if config.baselines else None,
         "popularity": {"half_life_days": config.popularity_half_life_days, "top_n": config.popularity_top_n},
         "split": {"test_fraction": config.test_fraction, "rule": "per user, chronological"},

@@ -22,7 +22,7 @@ from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.model.train import TwoTowerParams
 from towerlight_offline.pipeline import TrainConfig, TrainResult, run_training
 
-DATASETS = ("movielens-100k",)
+DATASETS = ("movielens-100k", "synthetic")
 TABLE_COLUMNS = ("recall@10", "ndcg@10", "recall@50", "coverage@10")
 
 
@@ -34,13 +34,23 @@ def register(subparsers: Any) -> None:
         "popularity, item-kNN and ALS, publish a new version and promote it if the quality gate passes.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=DATASETS, help="a public dataset (downloaded and cached)")
+    source.add_argument(
+        "--dataset", choices=DATASETS, help="MovieLens-100K (downloaded and cached) or generated synthetic data"
+    )
     source.add_argument(
         "--from-postgres", action="store_true", help="events in DATABASE_URL (or the embedded Postgres)"
     )
     source.add_argument("--interactions", type=Path, metavar="FILE", help="interactions CSV or Parquet")
     parser.add_argument("--items", type=Path, metavar="FILE", help="items file (with --interactions)")
     parser.add_argument("--users", type=Path, metavar="FILE", help="users file (with --interactions)")
+    parser.add_argument(
+        "--synthetic",
+        nargs=3,
+        type=int,
+        metavar=("USERS", "ITEMS", "EVENTS"),
+        default=(20_000, 100_000, 1_000_000),
+        help="sizes of --dataset synthetic (default 20000 100000 1000000)",
+    )
     parser.add_argument("--since", metavar="ISO", help="with --from-postgres: only events at or after this time")
     parser.add_argument("--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE)")
     parser.add_argument("--epochs", type=int, help=f"two-tower epochs (default {TwoTowerParams().epochs})")
@@ -49,6 +59,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip popularity, item-kNN and ALS")
     parser.add_argument("--no-promote", action="store_true", help="publish only; never move CURRENT")
+    parser.add_argument(
+        "--no-refit", action="store_true", help="serve the model trained on the split (skip refitting on all events)"
+    )
     parser.add_argument(
         "--max-users",
         type=int,
@@ -71,6 +84,11 @@ def _since(text: str | None) -> datetime | None:
 
 def load_dataset(args: argparse.Namespace) -> tuple[Dataset, str]:
     """The dataset the arguments name, and a short description of its source for the manifest."""
+    if args.dataset == "synthetic":
+        from towerlight_offline.data.synthetic import synthetic_dataset
+
+        users, items, events = args.synthetic
+        return synthetic_dataset(users, items, events), f"synthetic:{users}x{items}x{events}"
     if args.dataset == "movielens-100k":
         from towerlight_offline.data.movielens import load_movielens_dataset
 
@@ -103,7 +121,7 @@ def print_summary(result: TrainResult) -> None:
     index, parity = result.manifest["index"], result.manifest["parity"]
     console.say(f"{result.version} in {result.store_uri}")
     console.say(
-        f"hnsw recall@{index['k']} {index['recall']:.4f} (ef {index['ef']}, M {index['M']}); "
+        f"hnsw recall@{index['k']} {index['recall']:.4f} (ef {index['ef_search']}, M {index['M']}); "
         f"ONNX max |Δ| user {parity['user_tower_max_abs_diff']:.1e}, "
         f"item {parity['item_tower_max_abs_diff']:.1e}"
     )
@@ -134,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         promote=not args.no_promote,
         max_eval_users=args.max_users or None,
+        refit_on_all=not args.no_refit,
     )
     result = run_training(dataset, config, progress=console.say)
     print_summary(result)
