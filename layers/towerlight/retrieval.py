@@ -53,6 +53,16 @@ def _check_exclude(exclude: Sequence[set[int]] | None, batch: int) -> None:
         raise ValueError(f"exclude has {len(exclude)} sets for {batch} queries")
 
 
+def _prepare(
+    queries: np.ndarray, k: int, exclude: Sequence[set[int]] | None, dim: int, size: int
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Checked queries, k clamped to the catalogue, and the result arrays pre-filled with "nothing found"."""
+    q = _as_queries(queries, dim)
+    _check_exclude(exclude, len(q))
+    k = max(0, min(int(k), size))
+    return q, k, np.full((len(q), k), -1, dtype=np.int64), np.full((len(q), k), -np.inf, dtype=np.float32)
+
+
 class ExactRetriever:
     """Brute-force top-k by inner product over all rows of ``embeddings`` [N, D].
 
@@ -74,11 +84,7 @@ class ExactRetriever:
         self, queries: np.ndarray, k: int, *, exclude: Sequence[set[int]] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query, best first; see the module docstring for the contract."""
-        q = _as_queries(queries, self.dim)
-        _check_exclude(exclude, len(q))
-        k = max(0, min(int(k), self.size))
-        labels = np.full((len(q), k), -1, dtype=np.int64)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        q, k, labels, scores = _prepare(queries, k, exclude, self.dim, self.size)
         if k == 0 or len(q) == 0:
             return labels, scores
         chunk = max(1, _EXACT_CHUNK_FLOATS // max(self.size, 1))
@@ -135,11 +141,7 @@ class HnswRetriever:
         self, queries: np.ndarray, k: int, *, exclude: Sequence[set[int]] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query, best first; over-fetches by the exclusion size, then filters."""
-        q = _as_queries(queries, self.dim)
-        _check_exclude(exclude, len(q))
-        k = max(0, min(int(k), self.size))
-        labels = np.full((len(q), k), -1, dtype=np.int64)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        q, k, labels, scores = _prepare(queries, k, exclude, self.dim, self.size)
         if k == 0 or len(q) == 0:
             return labels, scores
         extra = max((len(s) for s in exclude), default=0) if exclude is not None else 0

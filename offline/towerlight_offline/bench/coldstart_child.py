@@ -74,7 +74,11 @@ def timed(record: dict[str, float], key: str, function: Any) -> Any:
 
 @contextlib.contextmanager
 def discarded_stdout() -> Iterator[None]:
-    """File descriptor 1 to /dev/null: the handler's logs and metrics cost what a pipe costs."""
+    """File descriptor 1 to /dev/null: the handler's logs and metrics cost what a pipe costs.
+
+    A copy of ``towerlight_offline.bench.discarded_stdout`` on purpose: importing that package here would
+    be counted as the function's own start-up.
+    """
     sys.stdout.flush()
     saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
     try:
