@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from towerlight import artifacts
-from towerlight.errors import ArtifactError, ConfigurationError, PointerConflictError
+from towerlight.errors import ArtifactError, ConfigurationError, PointerConflictError, ValidationError
 from towerlight.event_types import POSITIVE_EVENT_TYPES
 from towerlight.features import FeatureSpec, ItemRecord
 from towerlight.store import ArtifactStore, open_store
@@ -239,6 +239,11 @@ def _prepare(dataset: Dataset, config: TrainConfig) -> _Prepared:
     evaluation = EvaluationSet.from_split(
         split, catalogue_size=len(catalogue), max_users=config.max_eval_users, seed=config.seed
     )
+    if not evaluation.user_ids:
+        raise ValidationError(
+            f"dataset {dataset.name!r} has no user with both train and held-out events to evaluate on",
+            {"users": int(positives["user_id"].nunique()), "interactions": len(positives)},
+        )
     matrix = InteractionMatrix.build(split.train, catalogue)
     return _Prepared(positives, split, spec, matrix, evaluation, user_attributes(dataset.users))
 
@@ -278,7 +283,7 @@ def _write_artifacts(
     from towerlight_offline.index import build_index
 
     histories = user_histories(prepared.positives)
-    users = _sample(prepared.evaluation.user_ids or sorted(histories), config.index_query_users, config.seed)
+    users = _sample(prepared.evaluation.user_ids, config.index_query_users, config.seed)
     query_histories = [histories[u] for u in users]
     query_attributes = [prepared.attributes.get(u) for u in users]
 
