@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from towerlight.config import get_settings
 from towerlight.store import ArtifactStore, open_store
 from towerlight_offline.local.moto_server import ensure_bucket, env_for_endpoint, start_moto_server
 
@@ -40,6 +41,15 @@ def s3_store(moto_endpoint: str) -> str:
 def file_store(tmp_path: Path) -> str:
     """The URI of an empty local directory store."""
     return (tmp_path / "store").as_uri()
+
+
+@pytest.fixture
+def store_uri(file_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty local directory store, named by TOWERLIGHT_STORE for the test."""
+    monkeypatch.setenv("TOWERLIGHT_STORE", file_store)
+    get_settings.cache_clear()
+    yield file_store
+    get_settings.cache_clear()
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])

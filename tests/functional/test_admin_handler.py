@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +20,6 @@ import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.admin import runs, service
-from towerlight.config import get_settings
 from towerlight.db.catalog import ItemRow, UserRow, upsert_items, upsert_users
 from towerlight.db.events import EventRow, insert_events
 from towerlight.store import open_store
@@ -44,14 +42,6 @@ class RecordingLambda:
             raise self.error
         self.calls.append(kwargs)
         return {"StatusCode": self.status}
-
-
-@pytest.fixture
-def store_uri(file_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("TOWERLIGHT_STORE", file_store)
-    get_settings.cache_clear()
-    yield file_store
-    get_settings.cache_clear()
 
 
 @pytest.fixture

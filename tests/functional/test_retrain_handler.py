@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -19,7 +18,6 @@ import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.admin import runs
-from towerlight.config import get_settings
 from towerlight.db.catalog import ItemRow, UserRow, upsert_items, upsert_users
 from towerlight.db.events import EventRow, insert_events
 from towerlight.errors import ValidationError
@@ -35,14 +33,6 @@ SCHEDULED = load_event("retrain_scheduled.json")  # scheduled_time 2025-01-15T03
 UNTIL = datetime(2025, 1, 15, 3, 0, tzinfo=UTC)
 # The synthetic events span 180 days from 2024-01-01: shifted to end a day before the scheduled time.
 SHIFT_SECONDS = int((UNTIL - datetime(2024, 6, 30, tzinfo=UTC)).total_seconds()) - 86_400
-
-
-@pytest.fixture
-def store_uri(file_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("TOWERLIGHT_STORE", file_store)
-    get_settings.cache_clear()
-    yield file_store
-    get_settings.cache_clear()
 
 
 @pytest.fixture
