@@ -66,6 +66,10 @@ LEFT JOIN unnest(%(types)s::text[], %(rewards)s::float8[]) AS w(event_type, rewa
 WHERE i.recommendation_id = ANY(%(ids)s)
 GROUP BY i.recommendation_id
 """
+_LOGGED = (
+    "SELECT segment, strategy, propensity, reward FROM impressions"
+    " WHERE created_at >= %s AND created_at < %s ORDER BY created_at, recommendation_id"
+)
 _SET_REWARDS = """
 UPDATE impressions i SET reward = v.reward
 FROM unnest(%s::text[], %s::float8[]) AS v(recommendation_id, reward)
@@ -160,3 +164,17 @@ def record_feedback(
             cur.execute(_SET_REWARDS, [[r for r, _ in raised], [v for _, v in raised]])
         add_to_arms(conn, {key: d for key, d in deltas.items() if d})
     return FeedbackResult(len(new), len(raised))
+
+
+def logged_decisions(
+    conn: psycopg.Connection, since: datetime, until: datetime
+) -> tuple[list[str], list[str], list[float], list[float]]:
+    """Columns (segments, strategies, propensities, rewards) of impressions created in ``[since, until)``.
+
+    What off-policy evaluation reads; leave out recent impressions whose rewards may still arrive.
+    """
+    rows = conn.execute(_LOGGED, [since, until]).fetchall()
+    if not rows:
+        return [], [], [], []
+    segments, strategies, propensities, rewards = (list(column) for column in zip(*rows, strict=True))
+    return segments, strategies, propensities, rewards
