@@ -19,22 +19,35 @@ Example::
     >>> with conn.transaction():
     ...     new_ids = insert_events(conn, rows)
     ...     record_feedback(conn, impressions, [r.recommendation_id for r in rows if r.recommendation_id])
-    FeedbackResult(impressions=3, rewarded=1)
+    FeedbackResult(impressions=('0b1e...', '5c2a...', '9f1c...'), rewarded=1)
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Annotated
 
 import psycopg
+import pydantic
 import pydantic_core
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from towerlight.bandit.arms import ArmDelta, add_to_arms
+from towerlight.errors import ValidationError
 from towerlight.event_types import EVENT_TYPES
+from towerlight.queue import send_messages
+
+logger = logging.getLogger(__name__)
+
+# Impressions share the events queue; their body is {"impression": {...}}, always written compactly by
+# impression_message, while an interaction event's body is the event object itself (see tracking.py).
+_MESSAGE_PREFIX = '{"impression":'
+MAX_ITEMS = 100  # the most items one recommendation response shows (k ≤ 100)
 
 # Recommendation ids hash into this many advisory locks: a batch takes at most this many, sorted (no
 # deadlock between consumers), and Postgres' shared lock table (64 per connection by default) keeps room.
@@ -105,11 +118,90 @@ class Impression:
             raise ValueError(f"impression {self.recommendation_id}: one item propensity per item")
 
 
+_Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ImpressionMessage(BaseModel):
+    """An impression as it travels through SQS (validated again by ingest: the queue is a trust boundary)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recommendation_id: _Text
+    user_id: _Text
+    segment: _Text
+    strategy: _Text
+    model_version: _Text
+    item_ids: Annotated[tuple[_Text, ...], Field(max_length=MAX_ITEMS)]
+    propensity: Annotated[float, Field(gt=0, le=1)]
+    created_at: AwareDatetime
+    variant: _Text | None = None
+    item_propensities: (
+        Annotated[tuple[Annotated[float, Field(gt=0, le=1)], ...], Field(max_length=MAX_ITEMS)] | None
+    ) = None
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    impression: ImpressionMessage
+
+
+class InvalidImpressionError(ValidationError):
+    """A message that claims to be an impression but is not a valid one."""
+
+    code = "invalid_impression"
+
+
+def impression_message(impression: Impression) -> str:
+    """The SQS body of ``impression``: ``{"impression": {...}}``, compact JSON.
+
+    >>> impression_message(impression)[:40]
+    '{"impression":{"recommendation_id":"9f1'
+    """
+    return f"{_MESSAGE_PREFIX}{pydantic_core.to_json(asdict(impression)).decode()}}}"
+
+
+def is_impression_message(body: str) -> bool:
+    """Whether an SQS body is an impression (else it is an interaction event)."""
+    return body.startswith(_MESSAGE_PREFIX)
+
+
+def parse_impression_message(body: str) -> Impression:
+    """The ``Impression`` in an SQS body; ``InvalidImpressionError`` (with pydantic's reasons) when invalid."""
+    try:
+        message = _Envelope.model_validate_json(body).impression
+    except pydantic.ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidImpressionError(f"not a valid impression: {reasons}") from None
+    fields = message.model_dump()
+    try:
+        return Impression(**fields)
+    except ValueError as exc:  # what only the pair of fields can tell (one propensity per item)
+        raise InvalidImpressionError(str(exc)) from None
+
+
+def send_impressions(queue_url: str, impressions: Sequence[Impression]) -> int:
+    """Send ``impressions`` to the events queue; returns how many could not be sent (logged, never raised).
+
+    A lost impression costs the bandit one data point; failing the recommendation would cost the user.
+    """
+    if not impressions:
+        return 0
+    try:
+        failed = len(send_messages(queue_url, [impression_message(i) for i in impressions]).failed)
+    except Exception:  # botocore raises many unrelated types; all mean "not sent"
+        logger.warning("sending %d impressions failed", len(impressions), exc_info=True)
+        return len(impressions)
+    if failed:
+        logger.warning("%d of %d impressions were not sent", failed, len(impressions))
+    return failed
+
+
 @dataclass(frozen=True, slots=True)
 class FeedbackResult:
-    """Impressions newly stored, and impressions whose reward rose (each counted in ``bandit_arms``)."""
+    """The ids of impressions newly stored, and how many impressions' rewards rose (all in ``bandit_arms``)."""
 
-    impressions: int
+    impressions: tuple[str, ...]
     rewarded: int
 
 
@@ -134,14 +226,14 @@ def record_feedback(
     Example::
 
         >>> record_feedback(conn, [impression], [])
-        FeedbackResult(impressions=1, rewarded=0)
+        FeedbackResult(impressions=('9f1c...',), rewarded=0)
         >>> record_feedback(conn, [impression], [])  # a redelivery
-        FeedbackResult(impressions=0, rewarded=0)
+        FeedbackResult(impressions=(), rewarded=0)
     """
     unique = sorted({i.recommendation_id: i for i in impressions}.values(), key=lambda i: i.recommendation_id)
     touched = {i.recommendation_id for i in unique}.union(event_recommendation_ids)
     if not touched:
-        return FeedbackResult(0, 0)
+        return FeedbackResult((), 0)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_LOCK_BUCKETS, [LOCK_NAMESPACE, lock_buckets(touched)])
         new: set[str] = set()
@@ -163,7 +255,7 @@ def record_feedback(
         if raised:
             cur.execute(_SET_REWARDS, [[r for r, _ in raised], [v for _, v in raised]])
         add_to_arms(conn, {key: d for key, d in deltas.items() if d})
-    return FeedbackResult(len(new), len(raised))
+    return FeedbackResult(tuple(sorted(new)), len(raised))
 
 
 def logged_decisions(

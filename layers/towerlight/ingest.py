@@ -34,6 +34,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from towerlight.db.connection import shared_connection
 from towerlight.db.events import EventRow, insert_events
 from towerlight.errors import ValidationError
+from towerlight.impressions import (
+    Impression,
+    InvalidImpressionError,
+    is_impression_message,
+    parse_impression_message,
+    record_feedback,
+)
 from towerlight.tracking import InteractionEvent, MetricsSink, validation_problems
 
 logger = logging.getLogger(__name__)
@@ -105,13 +112,24 @@ def event_row(body: str, message_id: str) -> EventRow:
     )
 
 
-def record_handler(record: SQSRecord) -> EventRow:
-    """The Powertools record handler: validation only (the processor writes the rows afterwards)."""
+def record_handler(record: SQSRecord) -> EventRow | Impression:
+    """The Powertools record handler: validation only (the processor writes the rows afterwards).
+
+    Recommend's impressions share the queue with interaction events (``towerlight.impressions``).
+    """
+    if is_impression_message(record.body):
+        try:
+            return parse_impression_message(record.body)
+        except InvalidImpressionError as exc:
+            raise InvalidRecordError(f"message {record.message_id} is {exc.message}") from None
     return event_row(record.body, record.message_id)
 
 
-def write_events(rows: Sequence[EventRow]) -> list[str]:
+def write_events(rows: Sequence[EventRow | Impression]) -> list[str]:
     """Insert ``rows`` in one transaction on the shared connection; returns the newly inserted ids.
+
+    Impressions (ids: their recommendation_id) are stored and events credited to them in the same
+    transaction (``record_feedback``), so the bandit counters move exactly when the rows are new.
 
     Example::
 
@@ -121,7 +139,11 @@ def write_events(rows: Sequence[EventRow]) -> list[str]:
     conn = shared_connection()
     with conn.transaction():
         conn.execute("SELECT set_config('statement_timeout', %s, true)", [f"{INGEST_STATEMENT_TIMEOUT_MS}ms"])
-        return insert_events(conn, rows)
+        events = [row for row in rows if isinstance(row, EventRow)]
+        inserted = insert_events(conn, events)
+        attributed = {row.recommendation_id for row in events if row.recommendation_id}
+        feedback = record_feedback(conn, [row for row in rows if isinstance(row, Impression)], attributed)
+        return inserted + list(feedback.impressions)
 
 
 class EventBatchProcessor(BatchProcessor):
@@ -140,7 +162,7 @@ class EventBatchProcessor(BatchProcessor):
 
     def __init__(
         self,
-        write: Callable[[Sequence[EventRow]], list[str]] = write_events,
+        write: Callable[[Sequence[EventRow | Impression]], list[str]] = write_events,
         *,
         metrics: MetricsSink | None = None,
     ) -> None:

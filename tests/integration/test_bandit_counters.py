@@ -51,7 +51,7 @@ def test_an_impression_counts_once_however_often_it_is_delivered(db: psycopg.Con
     first = ingest(db, [shown, shown], [])
     again = ingest(db, [shown], [])
     # THEN it was stored and counted once
-    assert (first, again) == (FeedbackResult(1, 0), FeedbackResult(0, 0))
+    assert (first, again) == (FeedbackResult(("r1",), 0), FeedbackResult((), 0))
     assert arms(db)[("warm", "two_tower")] == ArmStats("warm", "two_tower", 1, 0, 0.0)
 
 
@@ -79,7 +79,7 @@ def test_an_event_that_arrives_before_its_impression_is_credited_when_it_arrives
     late = ingest(db, [impression("r1", strategy="popularity", segment="cold")], [])
     replay = ingest(db, [impression("r1", strategy="popularity", segment="cold")], [])
     # THEN the click is credited to it once
-    assert (early, late, replay) == (FeedbackResult(0, 0), FeedbackResult(1, 1), FeedbackResult(0, 0))
+    assert (early, late, replay) == (FeedbackResult((), 0), FeedbackResult(("r1",), 1), FeedbackResult((), 0))
     assert arms(db)[("cold", "popularity")] == ArmStats("cold", "popularity", 1, 1, EVENT_TYPES["click"].reward)
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from types import ModuleType
 
 import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
+from towerlight.bandit.arms import ArmStats, read_arms
 from towerlight.config import get_settings
+from towerlight.event_types import EVENT_TYPES
+from towerlight.impressions import Impression, send_impressions
 from towerlight.queue import sqs_client
 from towerlight_offline.local.moto_server import ensure_queue
 from towerlight_offline.local.worker import DrainResult, QueueWorker, load_function_handler
@@ -94,3 +98,21 @@ def test_a_malformed_message_stays_in_the_queue_and_the_rest_is_stored(
     assert result == DrainResult(received=2, deleted=1, failed=1)
     assert stored_ids(db) == json.loads(response["body"])["event_ids"]
     assert queue_depth(queue_url) == 1
+
+
+def test_impressions_share_the_queue_and_clicks_are_credited_to_them_once(
+    track: ModuleType, worker: QueueWorker, db: psycopg.Connection, queue_url: str
+) -> None:
+    # GIVEN the impression recommend logged for rec-7f3a (sent twice), a malformed impression, and the
+    # click on one of its items that the client tracked with that recommendation_id
+    shown = Impression("rec-7f3a", "u42", "warm", "two_tower", "v1", ("i1000", "i1001"), 0.9, datetime.now(UTC))
+    assert send_impressions(queue_url, [shown, shown]) == 0
+    sqs_client().send_message(QueueUrl=queue_url, MessageBody='{"impression":{"recommendation_id":"x"}}')
+    assert track.handler(load_event("track_single.json"), LambdaContext(function_name="track"))["statusCode"] == 202
+    # WHEN the worker drains the queue once
+    result = worker.drain_once()
+    # THEN only the malformed impression is left; the arm counts one impression rewarded with one click
+    assert result == DrainResult(received=4, deleted=3, failed=1)
+    reward = EVENT_TYPES["click"].reward
+    assert read_arms(db) == [ArmStats("warm", "two_tower", impressions=1, successes=1, reward_sum=reward)]
+    db.rollback()
