@@ -8,7 +8,7 @@ import pytest
 
 from towerlight.bandit.arms import ArmStats
 from towerlight.bandit.state import BanditState, user_segment
-from towerlight.bandit.thompson import StrategyPolicy, choice_probabilities
+from towerlight.bandit.thompson import ThompsonSampling, choice_probabilities
 
 STRATEGIES = ("two_tower", "popularity", "content")
 
@@ -45,7 +45,7 @@ def test_a_dominant_arm_gets_most_of_the_traffic_and_every_arm_keeps_a_floor() -
         ArmStats("warm", "content", 2000, 150, 110.0),
         ArmStats("cold", "popularity", 10, 10, 10.0),  # another segment: must not matter
     ]
-    policy = StrategyPolicy(STRATEGIES, exploration=0.06)
+    policy = ThompsonSampling(STRATEGIES, exploration=0.06)
     # WHEN the policy sets its probabilities, then chooses for 10 000 requests
     p = policy.probabilities(arms, "warm")
     rng = np.random.default_rng(1)
@@ -63,7 +63,7 @@ def test_thompson_finds_the_best_of_three_bernoulli_strategies() -> None:
     # GIVEN three strategies with true success rates 4%, 10% and 6%, counters refreshed every 50 requests
     true_rates = np.array([0.04, 0.10, 0.06])
     rng = np.random.default_rng(3)
-    policy = StrategyPolicy(STRATEGIES)
+    policy = ThompsonSampling(STRATEGIES)
     trials, sums = np.zeros(3), np.zeros(3)
     chosen = []
     # WHEN serving 4000 requests and learning from their outcomes
@@ -77,6 +77,22 @@ def test_thompson_finds_the_best_of_three_bernoulli_strategies() -> None:
             chosen.append(arm)
     # THEN over the last 1000 requests at least 80% went to the best strategy
     assert np.mean(np.array(chosen[-1000:]) == 1) >= 0.8
+
+
+def test_a_choice_among_the_strategies_a_user_allows_reports_the_renormalized_probability() -> None:
+    # GIVEN probabilities over three strategies, for a user only popularity and content can serve
+    policy = ThompsonSampling(STRATEGIES)
+    p = {"two_tower": 0.7, "popularity": 0.2, "content": 0.1}
+    rng = np.random.default_rng(4)
+    # WHEN choosing many times
+    choices = [policy.choose(p, rng, allowed={"popularity", "content"}) for _ in range(6000)]
+    # THEN two_tower never comes up, and popularity comes up with its renormalized probability 2/3
+    assert {c.strategy for c in choices} == {"popularity", "content"}
+    assert all(c.propensity == pytest.approx(2 / 3) for c in choices if c.strategy == "popularity")
+    share = sum(c.strategy == "popularity" for c in choices) / len(choices)
+    assert share == pytest.approx(2 / 3, abs=4 * np.sqrt(2 / 9 / 6000))
+    with pytest.raises(ValueError, match="allowed"):
+        policy.choose(p, rng, allowed={"hybrid"})
 
 
 class Counters:
@@ -98,7 +114,7 @@ def test_counters_are_read_once_per_ttl_and_kept_when_the_database_fails() -> No
     # GIVEN a bandit state over counters where two_tower dominates, on a manual clock
     now = [0.0]
     counters = Counters([ArmStats("warm", "two_tower", 500, 100, 100.0), ArmStats("warm", "popularity", 500, 5, 5.0)])
-    state = BanditState(StrategyPolicy(STRATEGIES[:2]), counters, ttl=30, retry_after=5, clock=lambda: now[0])
+    state = BanditState(ThompsonSampling(STRATEGIES[:2]), counters, ttl=30, retry_after=5, clock=lambda: now[0])
     # WHEN asked many times within the ttl
     first = state.probabilities("warm")
     for _ in range(100):
@@ -122,5 +138,5 @@ def test_counters_are_read_once_per_ttl_and_kept_when_the_database_fails() -> No
 
 
 def test_without_any_counters_the_choice_is_uniform() -> None:
-    state = BanditState(StrategyPolicy(STRATEGIES), Counters([]))
+    state = BanditState(ThompsonSampling(STRATEGIES), Counters([]))
     assert state.probabilities(user_segment(0)) == pytest.approx(dict.fromkeys(STRATEGIES, 1 / 3), abs=0.03)

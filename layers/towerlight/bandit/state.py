@@ -7,9 +7,9 @@ new, so the choice is uniform), and the next attempt waits ``retry_after`` secon
 
 Example::
 
-    >>> state = BanditState(StrategyPolicy(("two_tower", "popularity")), read=read_arms_shared)
+    >>> state = BanditState(ThompsonSampling(("two_tower", "popularity")), read=read_arms_shared)
     >>> state.choose(user_segment(history_length=12), np.random.default_rng())
-    StrategyChoice(strategy='two_tower', propensity=0.975)
+    ArmChoice(strategy='two_tower', propensity=0.975)
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import psycopg
 
 from towerlight.bandit.arms import ArmStats, read_arms
-from towerlight.bandit.thompson import StrategyChoice, StrategyPolicy
+from towerlight.bandit.thompson import ArmChoice, ThompsonSampling
 from towerlight.db.connection import shared_connection
 from towerlight.errors import ConfigurationError, DatabaseUnavailableError
 
@@ -53,7 +53,7 @@ class BanditState:
 
     def __init__(
         self,
-        policy: StrategyPolicy,
+        policy: ThompsonSampling,
         read: Callable[[], list[ArmStats]] = read_arms_shared,
         *,
         ttl: float = 30.0,
@@ -80,9 +80,9 @@ class BanditState:
                 self._probabilities[segment] = self.policy.probabilities(self._arms, segment)
             return self._probabilities[segment]
 
-    def choose(self, segment: str, rng: np.random.Generator) -> StrategyChoice:
-        """A strategy for a user of ``segment``, with the probability it was chosen with."""
-        return self.policy.choose(self.probabilities(segment), rng)
+    def choose(self, segment: str, rng: np.random.Generator, allowed: Collection[str] | None = None) -> ArmChoice:
+        """A strategy (of ``allowed``, if given) for a user of ``segment``, with the probability it was chosen with."""
+        return self.policy.choose(self.probabilities(segment), rng, allowed)
 
     def _refresh(self, now: float) -> None:
         try:

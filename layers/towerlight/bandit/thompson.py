@@ -4,24 +4,24 @@ Each arm's reward rate has a Beta posterior from its counters: Beta(1 + reward_s
 reward_sum) (rewards are in [0, 1]; a graded reward counts as a fractional success). Thompson sampling
 picks the arm whose posterior draw is highest, i.e. each arm with its probability of being the best.
 ``choice_probabilities`` estimates those probabilities once per counter refresh (Monte Carlo over
-posterior draws, seeded, so the same counters always give the same numbers); ``StrategyPolicy`` then
+posterior draws, seeded, so the same counters always give the same numbers); ``ThompsonSampling`` then
 samples the strategy from them, mixed with a little uniform exploration. The propensity it logs is
 therefore the probability the policy actually used, not an estimate of it, and never zero (which
 off-policy evaluation needs).
 
 Example::
 
-    >>> policy = StrategyPolicy(("two_tower", "popularity"))
+    >>> policy = ThompsonSampling(("two_tower", "popularity"))
     >>> arms = [ArmStats("warm", "two_tower", 1000, 120, 95.0), ArmStats("warm", "popularity", 1000, 60, 41.0)]
     >>> policy.probabilities(arms, "warm")
     {'two_tower': 0.975, 'popularity': 0.025}
     >>> policy.choose(policy.probabilities(arms, "warm"), np.random.default_rng(0))
-    StrategyChoice(strategy='two_tower', propensity=0.975)
+    ArmChoice(strategy='two_tower', propensity=0.975)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +39,7 @@ DRAWS_SEED = 20_261_130
 
 
 @dataclass(frozen=True, slots=True)
-class StrategyChoice:
+class ArmChoice:
     """The strategy to serve and the probability with which it was chosen."""
 
     strategy: str
@@ -72,7 +72,7 @@ def choice_probabilities(
     return wins / draws
 
 
-class StrategyPolicy:
+class ThompsonSampling:
     """Thompson sampling over a fixed set of strategies, separately for each segment.
 
     ``exploration`` (0 ≤ ε < 1) mixes in the uniform choice: p = (1 - ε) · p_thompson + ε / K.
@@ -109,10 +109,18 @@ class StrategyPolicy:
         return dict(zip(self.strategies, mixed.tolist(), strict=True))
 
     @staticmethod
-    def choose(probabilities: Mapping[str, float], rng: np.random.Generator) -> StrategyChoice:
-        """Sample one strategy from ``probabilities`` (as returned by ``probabilities``); never a zero one."""
-        names = list(probabilities)
-        weights = np.fromiter(probabilities.values(), dtype=np.float64, count=len(names))
+    def choose(
+        probabilities: Mapping[str, float], rng: np.random.Generator, allowed: Collection[str] | None = None
+    ) -> ArmChoice:
+        """Sample one strategy from ``probabilities`` (as returned by ``probabilities``); never a zero one.
+
+        With ``allowed`` (the strategies this user can be served by), the others are left out and the
+        rest renormalized: the propensity returned is still the probability the choice was made with.
+        """
+        names = [name for name in probabilities if allowed is None or name in allowed]
+        if not names:
+            raise ValueError(f"none of {list(probabilities)} is allowed")
+        weights = np.fromiter((probabilities[name] for name in names), dtype=np.float64, count=len(names))
         weights /= weights.sum()
         index = int(rng.choice(len(names), p=weights))
-        return StrategyChoice(names[index], float(weights[index]))
+        return ArmChoice(names[index], float(weights[index]))
