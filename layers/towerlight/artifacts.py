@@ -6,12 +6,15 @@ A published version holds these files (names are keys of the manifest's ``files`
 ``user_tower.onnx`` inputs ``history`` int64 [B, L] (item ids, most recent first, 0 = padding) and
                     ``user_features`` int64 [B, F]; output ``embedding`` float32 [B, D], L2-normalised
 ``item_tower.onnx`` inputs ``item`` int64 [B] and ``item_content`` int64 [B, T]; output ``embedding``
-``items.npz``       ``item_ids`` (unicode [N]; row i is feature id i + 1 and hnsw label i),
-                    ``embeddings`` float32 [N, D] (item tower output for every catalogue item),
-                    ``category_names`` (unicode [C]), ``category_offsets`` int64 [N + 1] and
-                    ``category_codes`` int32 (CSR: categories of item i are
-                    codes[offsets[i]:offsets[i + 1]]), ``titles`` (unicode [N])
-``items.hnsw``      hnswlib index (space "ip", labels = rows of items.npz), params in the manifest
+                    (both towers store the item id table as float16, widened to float32 after the lookup)
+``items.npz``       ``item_ids`` (unicode [N]; row i is feature id i + 1), ``vectors`` float16 [G, D] (each
+                    distinct item tower output once; hnsw label g), ``vector_of_item`` int32 [N] (item i's
+                    embedding is ``vectors[vector_of_item[i]]``), ``index_center`` float32 [D] (the index
+                    holds ``vectors - index_center``), ``category_names`` (unicode [C]),
+                    ``category_offsets`` int64 [N + 1] and ``category_codes`` int32 (CSR: categories of item
+                    i are codes[offsets[i]:offsets[i + 1]]), ``titles`` (unicode [N]). Versions written
+                    before hold ``embeddings`` float32 [N, D] instead, indexed row by row: still served.
+``items.hnsw``      hnswlib index (space "ip", labels = rows of ``vectors``), params in the manifest
 ``popularity.npz``  ``item_ids`` (unicode [P]) and ``scores`` float32 [P], time-decayed, best first;
                     optional ``segments`` (unicode [S]) with ``segment_offsets`` int64 [S + 1] and
                     ``segment_items`` int64 (rows into item_ids) for demographic popularity

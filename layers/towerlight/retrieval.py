@@ -1,9 +1,15 @@
 """Nearest-neighbour retrieval by inner product: exact (the yardstick and fallback) and hnswlib.
 
 Both retrievers share one contract, ``search(queries [B, D], k, *, exclude) -> (labels, scores)``:
-``labels`` are int64 row numbers of the embedding matrix (= hnsw labels = rows of ``items.npz``), best first,
-``scores`` the float32 inner products. ``k`` is cut to the number of items; a row that runs out of items
-because of its exclusions is padded with label ``-1`` and score ``-inf``.
+``labels`` are int64 row numbers of the embedding matrix (= catalogue rows), best first, ``scores`` the
+float32 inner products. ``k`` is cut to the number of items; a row that runs out of items because of its
+exclusions is padded with label ``-1`` and score ``-inf``.
+
+The hnswlib index holds each distinct item vector once (``LabelGroups`` maps an index label back to the
+rows that share the vector: hnswlib's graph falls apart on many exact copies), minus a ``center`` vector:
+``q . (x - c) = q . x - q . c`` ranks items exactly as ``q . x`` does, and subtracting the items' mean
+spreads the narrow cone the towers put items in, which the graph navigates far better (measured on 100k
+synthetic items: recall@10 0.74 at ef 400 uncentred, 1.00 at ef 50 centred).
 
 Example::
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -109,33 +116,101 @@ class ExactRetriever:
         return labels, scores
 
 
-class HnswRetriever:
-    """Approximate top-k with an hnswlib index (space ``"ip"``, labels = embedding rows).
+@dataclass(frozen=True, eq=False)
+class LabelGroups:
+    """Index label -> the embedding rows it stands for (rows with one identical vector share one label).
+
+    ``label_of_row`` int64 [N]; the rows of label ``g``, ascending, are ``members[offsets[g]:offsets[g + 1]]``.
 
     Example::
 
-        >>> retriever = HnswRetriever.load("items.hnsw", dim=64, n=1682, ef=100)  # doctest: +SKIP
+        >>> groups = LabelGroups.from_labels(np.array([0, 1, 0, 2]))
+        >>> groups.n_labels, groups.rows_of(0).tolist()
+        (3, [0, 2])
+    """
+
+    label_of_row: np.ndarray
+    offsets: np.ndarray
+    members: np.ndarray
+
+    @classmethod
+    def from_labels(cls, label_of_row: np.ndarray) -> LabelGroups:
+        """Groups from each row's label; labels must be ``0..G-1``, each used at least once."""
+        labels = np.asarray(label_of_row, dtype=np.int64)
+        if labels.ndim != 1:
+            raise ValueError(f"label_of_row must be 1-D, got shape {labels.shape}")
+        n_labels = int(labels.max()) + 1 if len(labels) else 0
+        counts = np.bincount(labels, minlength=n_labels) if len(labels) else np.zeros(0, dtype=np.int64)
+        if len(labels) and (labels.min() < 0 or not counts.all()):
+            raise ValueError("labels must be 0..G-1 with every label used by at least one row")
+        offsets = np.zeros(n_labels + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(labels, offsets, np.argsort(labels, kind="stable"))
+
+    @classmethod
+    def identity(cls, n: int) -> LabelGroups:
+        """One label per row (no two rows share a vector)."""
+        rows = np.arange(n, dtype=np.int64)
+        return cls(rows, np.arange(n + 1, dtype=np.int64), rows)
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return len(self.label_of_row)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.offsets) - 1
+
+    def rows_of(self, label: int) -> np.ndarray:
+        """The rows sharing ``label``'s vector, ascending (a view)."""
+        return self.members[self.offsets[label] : self.offsets[label + 1]]
+
+    def expand(self, labels: np.ndarray, scores: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``labels`` in their order (rows of one label ascending, with its score), at most
+        ``budget`` of them, so a label shared by a million rows costs no more than ``budget``."""
+        if self.n_labels == self.size:  # no shared vectors: a label is its row
+            return self.members[labels[:budget]], scores[:budget]
+        counts = np.minimum(self.offsets[labels + 1] - self.offsets[labels], budget)
+        ends = np.cumsum(counts)
+        used = min(int(np.searchsorted(ends, budget)) + 1, len(labels))
+        counts, ends = counts[:used], ends[:used]
+        within = np.arange(int(ends[-1]) if used else 0) - np.repeat(ends - counts, counts)
+        rows = self.members[np.repeat(self.offsets[labels[:used]], counts) + within]
+        return rows[:budget], np.repeat(scores[:used], counts)[:budget]
+
+
+class HnswRetriever:
+    """Approximate top-k with an hnswlib index (space ``"ip"``) of distinct item vectors minus ``center``.
+
+    Example::
+
+        >>> retriever = HnswRetriever.load("items.hnsw", dim=64, ef=100, groups=groups, center=center)  # doctest: +SKIP
         >>> labels, scores = retriever.search(user_vectors, 100, exclude=[seen_rows])  # doctest: +SKIP
     """
 
-    def __init__(self, index: object, dim: int, n: int, ef: int) -> None:
+    def __init__(self, index: object, dim: int, ef: int, groups: LabelGroups, center: np.ndarray | None = None) -> None:
         self.index = index
         self.dim = int(dim)
-        self.size = int(n)
         self.ef = int(ef)
+        self.groups = groups
+        self.size = groups.size
+        self.center = None if center is None else np.asarray(center, dtype=np.float32).reshape(self.dim)
 
     @classmethod
-    def load(cls, path: str | Path, dim: int, n: int, ef: int) -> HnswRetriever:
+    def load(
+        cls, path: str | Path, *, dim: int, ef: int, groups: LabelGroups, center: np.ndarray | None = None
+    ) -> HnswRetriever:
         """Load an index file written by ``towerlight_offline.index.build_index``."""
         import hnswlib  # imported here so that importing this module stays cheap
 
         index = hnswlib.Index(space="ip", dim=int(dim))
-        index.load_index(str(path), max_elements=int(n))
-        if index.get_current_count() != n:
-            raise ValueError(f"index at {path} holds {index.get_current_count()} items, expected {n}")
+        index.load_index(str(path), max_elements=groups.n_labels)
+        if index.get_current_count() != groups.n_labels:
+            raise ValueError(f"index at {path} holds {index.get_current_count()} vectors, expected {groups.n_labels}")
         index.set_ef(int(ef))
         index.set_num_threads(1)  # one request at a time per Lambda instance
-        return cls(index, dim, n, ef)
+        return cls(index, dim, ef, groups, center)
 
     def search(
         self, queries: np.ndarray, k: int, *, exclude: Sequence[set[int]] | None = None
@@ -145,40 +220,58 @@ class HnswRetriever:
         if k == 0 or len(q) == 0:
             return labels, scores
         extra = max((len(s) for s in exclude), default=0) if exclude is not None else 0
-        fetch = min(k + extra, self.size)
+        # k + extra labels always hold k allowed rows: every label has a row, an excluded row uses up one
+        fetch = min(k + extra, self.groups.n_labels)
         self.index.set_ef(max(self.ef, fetch))  # hnswlib cannot return more than ef results
         try:
             raw_labels, distances = self.index.knn_query(q, k=fetch)
         finally:
             self.index.set_ef(self.ef)
+        raw_scores = 1.0 - distances  # hnswlib "ip" distance is 1 - <q, x - c>
+        if self.center is not None:
+            raw_scores += (q @ self.center)[:, None]
         raw_labels = raw_labels.astype(np.int64)
-        raw_scores = (1.0 - distances).astype(np.float32)  # hnswlib "ip" distance is 1 - <q, x>
         for row in range(len(q)):
-            row_labels, row_scores = raw_labels[row], raw_scores[row]
-            if exclude is not None and exclude[row]:
-                keep = ~np.isin(row_labels, np.fromiter(exclude[row], dtype=np.int64))
-                row_labels, row_scores = row_labels[keep], row_scores[keep]
-            found = min(k, len(row_labels))
-            labels[row, :found] = row_labels[:found]
+            banned = exclude[row] if exclude is not None else None
+            rows, row_scores = self.groups.expand(raw_labels[row], raw_scores[row], k + (len(banned) if banned else 0))
+            if banned:
+                keep = ~np.isin(rows, np.fromiter(banned, dtype=np.int64, count=len(banned)))
+                rows, row_scores = rows[keep], row_scores[keep]
+            found = min(k, len(rows))
+            labels[row, :found] = rows[:found]
             scores[row, :found] = row_scores[:found]
         return labels, scores
 
 
-def recall_at_k(approx_labels: np.ndarray, exact_labels: np.ndarray) -> float:
-    """Mean share of each row's exact neighbours that the approximate search also found (``-1`` ignored).
+def neighbour_recall(found: np.ndarray, exact: np.ndarray, queries: np.ndarray, embeddings: np.ndarray) -> float:
+    """Recall of an approximate search against exact search, by score: the mean share of each query's exact
+    neighbours (``exact`` rows, ``-1`` ignored) matched by distinct ``found`` rows whose true inner product
+    reaches the query's k-th exact score.
+
+    Rows with the same vector score the same, so a tie at the k-th place may be broken either way; scores are
+    recomputed here from ``embeddings`` for both sides with one formula, never taken from the retriever.
 
     Example::
 
-        >>> recall_at_k(np.array([[1, 2, 9]]), np.array([[1, 2, 3]]))
-        0.6666666666666666
+        >>> emb = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+        >>> neighbour_recall(np.array([[1], [2]]), np.array([[0], [0]]), np.array([[1.0, 0.0]] * 2), emb)
+        0.5
     """
-    approx = np.asarray(approx_labels)
-    exact = np.asarray(exact_labels)
-    if approx.shape[0] != exact.shape[0]:
-        raise ValueError(f"row counts differ: {approx.shape[0]} vs {exact.shape[0]}")
-    recalls = []
-    for found, truth in zip(approx, exact, strict=True):
-        truth_set = set(truth[truth >= 0].tolist())
-        if truth_set:
-            recalls.append(len(truth_set.intersection(found[found >= 0].tolist())) / len(truth_set))
-    return float(np.mean(recalls)) if recalls else 1.0
+    found = np.asarray(found, dtype=np.int64)
+    exact = np.asarray(exact, dtype=np.int64)
+    if found.shape[0] != exact.shape[0] or len(queries) != exact.shape[0]:
+        raise ValueError(f"row counts differ: {found.shape[0]} found, {exact.shape[0]} exact, {len(queries)} queries")
+    q = np.asarray(queries, dtype=np.float32)
+    emb = np.asarray(embeddings, dtype=np.float32)
+
+    def true_scores(rows: np.ndarray) -> np.ndarray:
+        gathered = np.einsum("bd,bkd->bk", q, emb[np.maximum(rows, 0)])
+        return np.where(rows >= 0, gathered, -np.inf)
+
+    kth = np.min(np.where(exact >= 0, true_scores(exact), np.inf), axis=1)
+    wanted = np.sum(exact >= 0, axis=1)
+    distinct = np.sort(found, axis=1)
+    distinct[:, 1:][distinct[:, 1:] == distinct[:, :-1]] = -1  # a row returned twice counts once
+    hits = np.sum(true_scores(distinct) >= kth[:, None], axis=1)
+    shares = np.minimum(hits, wanted)[wanted > 0] / wanted[wanted > 0]
+    return float(np.mean(shares)) if len(shares) else 1.0

@@ -1,9 +1,11 @@
 """Export the trained towers to ONNX and prove that onnxruntime computes what torch computes.
 
 Both files take dynamic batch and dynamic sequence lengths (history ``L``, content ``T``) and use the input
-and output names of ``towerlight.artifacts``. After writing them, ``check_parity`` runs torch and onnxruntime
-(one intra-op thread, as in Lambda) on real and edge-case inputs and raises ``ParityError`` if any output
-differs by more than ``1e-4``.
+and output names of ``towerlight.artifacts``. The item id table, most of each file (N x D), is stored as
+float16 and widened to float32 after the lookup: ``train_two_tower`` rounds the table to float16 values,
+so the files compute what the trained (and evaluated) towers compute, at half the size. After writing
+them, ``check_parity`` runs torch and onnxruntime (one intra-op thread, as in Lambda) on real and edge-case
+inputs and raises ``ParityError`` if any output differs by more than ``1e-4``.
 
 Example::
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,35 @@ def _export_module(
         )
 
 
+class Float16Lookup(torch.nn.Module):
+    """An embedding lookup in a float16 copy of a table, widened to float32: exports as Gather + Cast."""
+
+    def __init__(self, table: torch.nn.Embedding) -> None:
+        super().__init__()
+        weight = table.weight.detach()
+        if not torch.equal(weight, weight.half().float()):
+            raise ValueError("the id table holds values float16 cannot represent: round it first (round_to_float16)")
+        self.register_buffer("weight", weight.half())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(ids, self.weight).float()
+
+
+@contextmanager
+def _float16_id_table(trained: TrainedTwoTower) -> Iterator[None]:
+    """Both towers look items up in one float16 copy of their shared id table while the block runs."""
+    towers = (trained.user_tower, trained.item_tower)
+    table = trained.item_tower.id_embedding
+    lookup = Float16Lookup(table)
+    for tower in towers:
+        tower.id_embedding = lookup
+    try:
+        yield
+    finally:
+        for tower in towers:
+            tower.id_embedding = table
+
+
 def serving_session(path: Path | str) -> ort.InferenceSession:
     """An onnxruntime session configured as serving runs it: one thread, CPU."""
     options = ort.SessionOptions()
@@ -87,7 +119,7 @@ def export_towers(trained: TrainedTwoTower, out_dir: Path, *, check: bool = True
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {USER_TOWER: out_dir / USER_TOWER, ITEM_TOWER: out_dir / ITEM_TOWER}
     features = max(len(trained.spec.user_fields), 1)
-    with torch.no_grad():
+    with torch.no_grad(), _float16_id_table(trained):
         _export_module(
             trained.user_tower.eval(),
             (torch.tensor([[1, 2, 0], [0, 0, 0]]), torch.ones((2, features), dtype=torch.long)),

@@ -1,15 +1,16 @@
 """Build the hnswlib index over the item embeddings, and check its recall against exact search first.
 
-The index uses inner product (``space="ip"``; the towers' outputs are L2-normalised, so this is cosine) with
-labels = embedding rows. ``build_index`` measures recall@k of the index against ``ExactRetriever`` on held-out
-queries, raising ``ef_search`` step by step until ``min_recall`` is met; if even the last step fails it raises
+The index uses inner product (``space="ip"``) over each distinct item vector once, minus the vectors' mean
+(see ``towerlight.retrieval``: both keep the exact ranking and keep hnswlib's graph healthy). ``build_index``
+measures recall@k of the index against ``ExactRetriever`` over every row on held-out queries, raising
+``ef_search`` step by step until ``min_recall`` is met; if even the last step fails it raises
 ``IndexQualityError`` rather than publish an index that silently misses neighbours.
 
 Example::
 
-    >>> report = build_index(item_embeddings, Path("build/items.hnsw"), queries=user_embeddings)  # doctest: +SKIP
-    >>> report.recall >= 0.95, report.ef_search  # doctest: +SKIP
-    (True, 50)
+    >>> report, indexed = build_index(item_vectors, Path("items.hnsw"), queries=user_vectors)  # doctest: +SKIP
+    >>> report.recall >= 0.95, report.ef_search, indexed.vectors.shape  # doctest: +SKIP
+    (True, 50, (1682, 64))
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import hnswlib
 import numpy as np
 
 from towerlight.errors import ArtifactError
-from towerlight.retrieval import ExactRetriever, HnswRetriever, recall_at_k
+from towerlight.retrieval import ExactRetriever, HnswRetriever, LabelGroups, neighbour_recall
 
 logger = logging.getLogger(__name__)
 
 EF_STEPS = (50, 100, 200, 400)
+DEFAULT_M = 32
+DEFAULT_EF_CONSTRUCTION = 200
 
 
 class IndexQualityError(ArtifactError):
@@ -41,18 +44,50 @@ class IndexQualityError(ArtifactError):
 class IndexReport:
     """What ``build_index`` measured; ``to_json`` goes into the manifest's params."""
 
-    recall: float
+    recall: float  # neighbour_recall: by score, so ties between rows that share a vector count as found
     ef_search: int
     M: int  # hnswlib's name for the graph degree
     build_seconds: float
-    ef_construction: int = 200
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION
     k: int = 10
     items: int = 0
+    vectors: int = 0  # distinct item vectors in the index
     dim: int = 0
     queries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class IndexedVectors:
+    """What the index holds, for ``items.npz``: distinct vectors (label g = row g), which one each item has,
+    and the center subtracted from them in the index."""
+
+    vectors: np.ndarray  # float32 [G, D]
+    vector_of_item: np.ndarray  # int64 [N]
+    center: np.ndarray  # float32 [D]
+
+
+def distinct_vectors(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(vectors [G, D], vector_of_row [N])``: each distinct row once, in order of first appearance, and the
+    index of every row's vector (so ``vectors[vector_of_row] == embeddings``).
+
+    Example::
+
+        >>> vectors, of_row = distinct_vectors(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+        >>> vectors.tolist(), of_row.tolist()
+        ([[1.0, 0.0], [0.0, 1.0]], [0, 1, 0])
+    """
+    data = np.ascontiguousarray(embeddings)
+    if len(data) == 0:
+        return data, np.zeros(0, dtype=np.int64)
+    as_bytes = data.view(np.dtype((np.void, data.dtype.itemsize * data.shape[1]))).ravel()
+    _, first, inverse = np.unique(as_bytes, return_index=True, return_inverse=True)
+    by_appearance = np.argsort(first, kind="stable")
+    rank = np.empty_like(by_appearance)
+    rank[by_appearance] = np.arange(len(by_appearance))
+    return data[first[by_appearance]], rank[inverse.ravel()].astype(np.int64)
 
 
 def perturbed_queries(embeddings: np.ndarray, n: int = 1000, noise: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -79,23 +114,24 @@ def build_index(
     path: Path | str,
     *,
     queries: np.ndarray | None,
-    M: int = 32,
-    ef_construction: int = 200,
+    M: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
     ef_search: int | None = None,
     min_recall: float = 0.95,
     k: int = 10,
     max_queries: int = 1000,
     num_threads: int = 2,
     seed: int = 0,
-) -> IndexReport:
-    """Build an hnswlib "ip" index of ``embeddings`` [N, D] (labels = rows), save it to ``path`` and return
-    the recall@k it reaches on ``queries`` (perturbed item vectors if None) with the chosen ``ef_search``.
+) -> tuple[IndexReport, IndexedVectors]:
+    """Build an hnswlib "ip" index of the distinct rows of ``embeddings`` [N, D] minus their mean, save it to
+    ``path`` and return what recall@k it reaches on ``queries`` (perturbed item vectors if None) with the chosen
+    ``ef_search``, and what it holds (``IndexedVectors``).
 
     Raises ``IndexQualityError`` if no ``ef_search`` up to 400 reaches ``min_recall``.
 
     Example::
 
-        >>> build_index(emb, Path("items.hnsw"), queries=users, M=16).ef_search  # doctest: +SKIP
+        >>> build_index(emb, Path("items.hnsw"), queries=users, M=16)[0].ef_search  # doctest: +SKIP
         50
     """
     data = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -110,29 +146,39 @@ def build_index(
         queries = queries[np.random.default_rng(seed).choice(len(queries), size=max_queries, replace=False)]
 
     started = time.perf_counter()
+    vectors, vector_of_item = distinct_vectors(data)
+    center = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
     index = hnswlib.Index(space="ip", dim=dim)
-    index.init_index(max_elements=n, M=M, ef_construction=ef_construction, random_seed=seed)
+    index.init_index(max_elements=len(vectors), M=M, ef_construction=ef_construction, random_seed=seed)
     index.set_num_threads(num_threads)
-    index.add_items(data, np.arange(n, dtype=np.int64), num_threads=num_threads)
+    index.add_items(vectors - center, np.arange(len(vectors), dtype=np.int64), num_threads=num_threads)
     build_seconds = time.perf_counter() - started
-    logger.info("built hnsw index of %d x %d (M=%d) in %.1f s", n, dim, M, build_seconds)
+    logger.info(
+        "built hnsw index of %d distinct vectors (%d items) x %d (M=%d) in %.1f s",
+        len(vectors),
+        n,
+        dim,
+        M,
+        build_seconds,
+    )
 
+    groups = LabelGroups.from_labels(vector_of_item)
     exact, _ = ExactRetriever(data).search(queries, k)
     recall = 0.0
     for ef in _ef_ladder(ef_search, k):
-        approx, _ = HnswRetriever(index, dim, n, ef).search(queries, k)
-        recall = recall_at_k(approx, exact)
+        approx, _ = HnswRetriever(index, dim, ef, groups, center).search(queries, k)
+        recall = neighbour_recall(approx, exact, queries, data)
         logger.info("hnsw recall@%d with ef_search=%d: %.4f", k, ef, recall)
         if recall >= min_recall:
             break
     else:
         raise IndexQualityError(
             f"hnsw recall@{k} is {recall:.3f} < {min_recall} even with ef_search={ef}",
-            {"recall": recall, "min_recall": min_recall, "ef_search": ef, "M": M},
+            {"recall": recall, "min_recall": min_recall, "ef_search": ef, "M": M, "ef_construction": ef_construction},
         )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     index.save_index(str(path))
-    return IndexReport(
+    report = IndexReport(
         recall=recall,
         ef_search=ef,
         M=M,
@@ -140,6 +186,8 @@ def build_index(
         ef_construction=ef_construction,
         k=k,
         items=n,
+        vectors=len(vectors),
         dim=dim,
         queries=len(queries),
     )
+    return report, IndexedVectors(vectors, vector_of_item, center)

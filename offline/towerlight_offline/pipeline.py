@@ -53,6 +53,7 @@ from towerlight_offline.evaluate import (
     scoring_recommender,
 )
 from towerlight_offline.gate import PRIMARY_MODEL, GateDecision, decide
+from towerlight_offline.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, IndexedVectors
 from towerlight_offline.model.spec import fit_feature_spec, user_attributes
 from towerlight_offline.model.train import TrainedTwoTower, TwoTowerParams, train_two_tower
 from towerlight_offline.popularity import build_popularity
@@ -71,7 +72,9 @@ class TrainConfig:
     ``seed`` is the one seed of the run: user sampling, baselines and the two-tower model
     (it overrides ``two_tower.seed``). ``max_eval_users`` caps the evaluated test users with a seeded
     sample (None: all) so evaluation stays bounded on large data; MovieLens-100K (943 users) is whole.
-    ``tolerance`` is the gate's relative tolerance (see ``gate.decide``).
+    ``tolerance`` is the gate's relative tolerance (see ``gate.decide``). ``index_M`` and
+    ``index_ef_construction`` shape the hnswlib graph (see ``index.build_index``); the query-time ef is
+    found by the build, the lowest that reaches recall@10 >= 0.95 against exact search.
     """
 
     source: str = "dataset"
@@ -91,6 +94,8 @@ class TrainConfig:
     popularity_half_life_days: float = 30.0
     popularity_top_n: int = 1000
     index_query_users: int = 1000
+    index_M: int = DEFAULT_M
+    index_ef_construction: int = DEFAULT_EF_CONSTRUCTION
 
 
 @dataclass
@@ -160,10 +165,11 @@ def two_tower_scorer(
     return score
 
 
-def items_arrays(records: list[ItemRecord], embeddings: np.ndarray) -> dict[str, np.ndarray]:
+def items_arrays(records: list[ItemRecord], indexed: IndexedVectors) -> dict[str, np.ndarray]:
     """Arrays of ``items.npz`` (see ``towerlight.artifacts``) for records in feature-id order.
 
-    >>> items_arrays([ItemRecord("1", "Toy Story", ["Comedy"], {})], np.zeros((1, 2)))["category_codes"]
+    >>> vectors = IndexedVectors(np.ones((1, 2)), np.zeros(1, dtype=np.int64), np.zeros(2))
+    >>> items_arrays([ItemRecord("1", "Toy Story", ["Comedy"], {})], vectors)["category_codes"]
     array([0], dtype=int32)
     """
     names = sorted({c for r in records for c in r.categories})
@@ -171,7 +177,10 @@ def items_arrays(records: list[ItemRecord], embeddings: np.ndarray) -> dict[str,
     offsets = np.cumsum([0] + [len(r.categories) for r in records], dtype=np.int64)
     return {
         "item_ids": np.asarray([r.item_id for r in records], dtype=str),
-        "embeddings": np.ascontiguousarray(embeddings, dtype=np.float32),
+        # lossless: item_embeddings() are float16 values already
+        "vectors": np.ascontiguousarray(indexed.vectors, dtype=np.float16),
+        "vector_of_item": indexed.vector_of_item.astype(np.int32),
+        "index_center": indexed.center.astype(np.float32),
         "category_names": np.asarray(names, dtype=str),
         "category_offsets": offsets,
         "category_codes": np.fromiter((code[c] for r in records for c in r.categories), dtype=np.int32),
@@ -293,9 +302,15 @@ def _write_artifacts(
     with stages.stage("index", "building the hnswlib index (recall checked against exact search)"):
         embeddings = final.item_embeddings()
         queries = final.user_embeddings(query_histories, query_attributes)
-        report = build_index(embeddings, out / artifacts.INDEX, queries=queries)
+        report, indexed = build_index(
+            embeddings,
+            out / artifacts.INDEX,
+            queries=queries,
+            M=config.index_M,
+            ef_construction=config.index_ef_construction,
+        )
     with stages.stage("artifacts", "writing items, popularity and features"):
-        np.savez(out / artifacts.ITEMS, **items_arrays(final.item_records, embeddings))
+        np.savez(out / artifacts.ITEMS, **items_arrays(final.item_records, indexed))
         popularity = build_popularity(
             prepared.positives,
             dataset.users,
@@ -317,6 +332,7 @@ def _write_artifacts(
             "type": PRIMARY_MODEL,
             "embedding_dim": int(embeddings.shape[1]),
             "items": int(embeddings.shape[0]),
+            "distinct_item_vectors": len(indexed.vectors),
             "user_fields": prepared.spec.user_fields,
             "history_length": prepared.spec.history_length,
             "popularity_segments": len(popularity["segments"]),

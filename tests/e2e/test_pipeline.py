@@ -54,7 +54,9 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
     # AND the arrays follow the artifact contract
     with np.load(model_dir / artifacts.ITEMS, allow_pickle=False) as items:
         n_items = len(items["item_ids"])
-        assert items["embeddings"].shape[0] == n_items and len(items["category_offsets"]) == n_items + 1
+        assert len(items["category_offsets"]) == n_items + 1
+        assert items["vectors"].dtype == np.float16 and items["vector_of_item"].shape == (n_items,)
+        assert items["index_center"].shape == (items["vectors"].shape[1],)
         assert len(items["titles"]) == n_items
     with np.load(model_dir / artifacts.POPULARITY, allow_pickle=False) as popularity:
         assert np.all(np.diff(popularity["scores"]) <= 0)

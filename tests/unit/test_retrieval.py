@@ -1,4 +1,5 @@
-"""Retrievers (exact and hnswlib) share one contract; the index builder checks hnsw recall against exact."""
+"""Retrievers (exact and hnswlib) share one contract; the index builder checks hnsw recall against exact,
+indexes each distinct vector once and centres the index without changing any ranking."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from towerlight.errors import ArtifactError
-from towerlight.retrieval import ExactRetriever, HnswRetriever, recall_at_k
-from towerlight_offline.index import IndexQualityError, build_index, perturbed_queries
+from towerlight.retrieval import ExactRetriever, HnswRetriever, LabelGroups, neighbour_recall
+from towerlight_offline.index import IndexQualityError, build_index, distinct_vectors, perturbed_queries
 
 DIM = 32
 
@@ -25,17 +26,23 @@ def items() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def index_path(items: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(items: np.ndarray, tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("index") / "items.hnsw"
-    build_index(items, path, queries=unit_rows(200, seed=1), M=16, ef_construction=100)
-    return path
+    _, indexed = build_index(items, path, queries=unit_rows(200, seed=1), M=16, ef_construction=100)
+    return path, indexed
+
+
+def load(built, ef: int = 100) -> HnswRetriever:
+    path, indexed = built
+    groups = LabelGroups.from_labels(indexed.vector_of_item)
+    return HnswRetriever.load(path, dim=DIM, ef=ef, groups=groups, center=indexed.center)
 
 
 @pytest.fixture(params=["exact", "hnsw"])
-def retriever(request: pytest.FixtureRequest, items: np.ndarray, index_path: Path):
+def retriever(request: pytest.FixtureRequest, items: np.ndarray, built):
     if request.param == "exact":
         return ExactRetriever(items)
-    return HnswRetriever.load(index_path, dim=DIM, n=len(items), ef=100)
+    return load(built)
 
 
 def test_exact_retriever_returns_the_true_top_k(items: np.ndarray) -> None:
@@ -50,14 +57,14 @@ def test_exact_retriever_returns_the_true_top_k(items: np.ndarray) -> None:
     assert labels.dtype == np.int64 and (np.diff(scores, axis=1) <= 0).all()
 
 
-def test_hnsw_recall_against_exact_is_at_least_95_percent(items: np.ndarray, index_path: Path) -> None:
-    # GIVEN the index and held-out queries
+def test_hnsw_recall_against_exact_is_at_least_95_percent(items: np.ndarray, built) -> None:
+    # GIVEN the (centred) index and held-out queries
     queries = unit_rows(300, seed=3)
     # WHEN searching both ways
-    approx, approx_scores = HnswRetriever.load(index_path, dim=DIM, n=len(items), ef=100).search(queries, 10)
+    approx, approx_scores = load(built).search(queries, 10)
     exact, _ = ExactRetriever(items).search(queries, 10)
-    # THEN hnsw finds at least 95% of the true neighbours, with the same kind of scores
-    assert recall_at_k(approx, exact) >= 0.95
+    # THEN hnsw finds at least 95% of the true neighbours, and reports their true inner products
+    assert neighbour_recall(approx, exact, queries, items) >= 0.95
     np.testing.assert_allclose(approx_scores, np.take_along_axis(queries @ items.T, approx, axis=1), atol=1e-5)
 
 
@@ -78,8 +85,9 @@ def test_exclusion_removes_items_and_still_returns_k(retriever, items: np.ndarra
 def test_k_larger_than_the_catalogue_returns_every_item(tmp_path: Path) -> None:
     # GIVEN a catalogue of 4 items, in both retrievers
     small = unit_rows(4, seed=5)
-    build_index(small, tmp_path / "small.hnsw", queries=small)
-    for retriever in (ExactRetriever(small), HnswRetriever.load(tmp_path / "small.hnsw", dim=DIM, n=4, ef=10)):
+    _, indexed = build_index(small, tmp_path / "small.hnsw", queries=small)
+    hnsw = load((tmp_path / "small.hnsw", indexed), ef=10)
+    for retriever in (ExactRetriever(small), hnsw):
         # WHEN asking for 10 items, and for 10 minus 3 excluded
         labels, _ = retriever.search(small[:1], 10)
         short, short_scores = retriever.search(small[:1], 10, exclude=[{1, 2, 3}])
@@ -101,25 +109,90 @@ def test_retrievers_validate_their_inputs(items: np.ndarray) -> None:
     assert retriever.search(items[:2], 0)[0].shape == (2, 0)
 
 
-def test_loading_an_index_with_the_wrong_size_fails(items: np.ndarray, index_path: Path) -> None:
-    # WHEN / THEN an index is loaded with another item count than it holds
-    with pytest.raises(ValueError, match="holds 2000 items"):
-        HnswRetriever.load(index_path, dim=DIM, n=1999, ef=50)
+def test_loading_an_index_with_the_wrong_size_fails(built) -> None:
+    # WHEN / THEN an index is loaded with another vector count than it holds
+    with pytest.raises(ValueError, match="holds 2000 vectors"):
+        HnswRetriever.load(built[0], dim=DIM, ef=50, groups=LabelGroups.identity(1999))
 
 
-def test_recall_at_k_counts_shared_labels() -> None:
-    # GIVEN approximate and exact top-3 lists (with -1 padding)
-    approx = np.array([[1, 2, 9], [4, 5, 6]])
-    exact = np.array([[1, 2, 3], [6, 5, -1]])
-    # WHEN / THEN recall is the mean share of exact neighbours found
-    assert recall_at_k(approx, exact) == pytest.approx((2 / 3 + 1.0) / 2)
+def test_neighbour_recall_counts_exact_neighbours_found() -> None:
+    # GIVEN four distinct items and approximate / exact top-3 lists (with -1 padding)
+    emb = np.eye(4, dtype=np.float32)
+    queries = np.array([[4, 3, 2, 1], [1, 2, 3, 4]], dtype=np.float32)
+    approx = np.array([[0, 1, 3], [3, 2, 0]])
+    exact = np.array([[0, 1, 2], [3, 2, -1]])
+    # WHEN / THEN recall is the mean share of exact neighbours found (2 of 3, 2 of 2)
+    assert neighbour_recall(approx, exact, queries, emb) == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+def test_neighbour_recall_counts_ties_as_found_and_never_a_row_twice() -> None:
+    # GIVEN rows 1 and 2 with the same vector, and a query for which they tie at the second place
+    emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    query = np.array([[1.0, 0.2]], dtype=np.float32)
+    exact = np.array([[0, 1]])
+    # WHEN / THEN the tied twin counts as found, a worse row does not, and a repeated row counts once
+    assert neighbour_recall(np.array([[0, 2]]), exact, query, emb) == 1.0
+    assert neighbour_recall(np.array([[0, 3]]), exact, query, emb) == 0.5
+    assert neighbour_recall(np.array([[0, 0]]), exact, query, emb) == 0.5
+
+
+def test_distinct_vectors_keeps_each_vector_once_in_order_of_appearance() -> None:
+    # GIVEN rows where 0, 2 and 4 are copies, and 1 and 3 are copies
+    a, b, c = [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]
+    rows = np.array([a, b, a, b, a, c], dtype=np.float32)
+    # WHEN deduplicating
+    vectors, of_row = distinct_vectors(rows)
+    # THEN each vector is kept once, first seen first, and every row points at its own vector
+    np.testing.assert_array_equal(vectors, np.array([a, b, c], dtype=np.float32))
+    assert of_row.tolist() == [0, 1, 0, 1, 0, 2]
+    np.testing.assert_array_equal(vectors[of_row], rows)
+
+
+def test_label_groups_expand_labels_to_their_rows_within_a_budget() -> None:
+    # GIVEN rows 0, 2, 3 sharing label 0, row 1 alone with label 1, and row 4 with label 2
+    groups = LabelGroups.from_labels(np.array([0, 1, 0, 0, 2]))
+    assert groups.n_labels == 3 and groups.rows_of(0).tolist() == [0, 2, 3]
+    # WHEN expanding the labels [1, 0, 2] (scores 0.9, 0.5, 0.1) with budgets 10 and 3
+    rows, scores = groups.expand(np.array([1, 0, 2]), np.array([0.9, 0.5, 0.1]), 10)
+    few, few_scores = groups.expand(np.array([1, 0, 2]), np.array([0.9, 0.5, 0.1]), 3)
+    # THEN every row of a label follows it with its score, in label order, cut to the budget
+    assert rows.tolist() == [1, 0, 2, 3, 4] and scores.tolist() == [0.9, 0.5, 0.5, 0.5, 0.1]
+    assert few.tolist() == [1, 0, 2] and few_scores.tolist() == [0.9, 0.5, 0.5]
+    # AND labels that skip a number are refused
+    with pytest.raises(ValueError, match="every label"):
+        LabelGroups.from_labels(np.array([0, 2]))
+
+
+def test_index_of_a_catalogue_of_copies_holds_each_vector_once_and_finds_every_tie(tmp_path: Path) -> None:
+    # GIVEN 2,000 items of which 1,800 are copies of 8 vectors (items without events nor content look alike)
+    distinct = unit_rows(208, seed=7)
+    rows = np.concatenate([distinct[:200], distinct[200:][np.arange(1800) % 8]])
+    rows = rows[np.random.default_rng(8).permutation(len(rows))]
+    queries = unit_rows(200, seed=9)
+    # WHEN building the index and searching it
+    report, indexed = build_index(rows, tmp_path / "i.hnsw", queries=queries, M=16, ef_construction=100)
+    hnsw = load((tmp_path / "i.hnsw", indexed))
+    found, scores = hnsw.search(queries, 10)
+    # THEN it holds 208 vectors for 2,000 items, and finds what exact search finds
+    assert report.vectors == 208 and report.items == 2000 and report.recall >= 0.95
+    assert neighbour_recall(found, ExactRetriever(rows).search(queries, 10)[0], queries, rows) >= 0.95
+    # AND every returned row is distinct, with its true score, ties included
+    assert all(len(set(r)) == 10 for r in found.tolist())
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, rows[found]), atol=1e-5)
+    # AND a query equal to a copied vector gets 10 of its 225 copies, and 10 others when those are excluded
+    twins = set(np.flatnonzero((rows == distinct[200]).all(axis=1)).tolist())
+    first, first_scores = hnsw.search(distinct[200], 10)
+    second, _ = hnsw.search(distinct[200], 10, exclude=[set(first[0].tolist())])
+    assert len(twins) == 225 and set(first[0].tolist()) <= twins and set(second[0].tolist()) <= twins
+    assert not set(first[0].tolist()) & set(second[0].tolist())
+    np.testing.assert_allclose(first_scores, 1.0, atol=1e-5)
 
 
 def test_build_index_reports_and_raises_ef_until_recall_is_met(items: np.ndarray, tmp_path: Path) -> None:
     # GIVEN a deliberately weak graph and a starting ef that is too small for it
     queries = perturbed_queries(items, n=200, noise=1.0)
     # WHEN building with a recall target
-    report = build_index(items, tmp_path / "i.hnsw", queries=queries, M=4, ef_construction=20, ef_search=10)
+    report, _ = build_index(items, tmp_path / "i.hnsw", queries=queries, M=4, ef_construction=20, ef_search=10)
     # THEN the report holds the ef that met the target, and the file is written
     assert report.recall >= 0.95 and report.ef_search > 10
     assert report.M == 4 and report.items == 2000 and report.build_seconds >= 0

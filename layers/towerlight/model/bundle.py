@@ -34,7 +34,7 @@ import onnxruntime as ort
 from towerlight import artifacts
 from towerlight.errors import ArtifactError
 from towerlight.features import FeatureSpec, Vocabulary
-from towerlight.retrieval import HnswRetriever, Retriever
+from towerlight.retrieval import HnswRetriever, LabelGroups, Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ DEFAULT_EF = 100
 _EMPTY_ROWS = np.empty(0, dtype=np.int64)
 TWO_TOWER_FILES = (artifacts.FEATURES, artifacts.USER_TOWER, artifacts.ITEMS, artifacts.INDEX)
 CATALOGUE_ARRAYS = ("item_ids", "category_names", "category_offsets", "category_codes")
-ITEM_ARRAYS = (*CATALOGUE_ARRAYS, "embeddings")
+# "vectors", "vector_of_item", "index_center"; or "embeddings" in versions written before them
+ITEM_ARRAYS = (*CATALOGUE_ARRAYS, "vectors", "vector_of_item", "index_center", "embeddings")
 POPULARITY_ARRAYS = ("item_ids", "scores", "segments", "segment_offsets", "segment_items")
 
 
@@ -385,6 +386,34 @@ def _hnsw_ef(manifest: Mapping[str, Any]) -> int:
     return DEFAULT_EF
 
 
+def _item_vectors(
+    items: Mapping[str, np.ndarray], n_items: int, version: str
+) -> tuple[np.ndarray, LabelGroups, np.ndarray | None]:
+    """Every item's embedding float32 [N, D], the index labels' rows and the index center (None: none)."""
+    if "vectors" not in items:  # versions written before: a float32 row per item, indexed row by row
+        embeddings = np.ascontiguousarray(_require(items, "embeddings", artifacts.ITEMS, version), dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != n_items:
+            raise ArtifactError(f"items.npz of {version!r}: embeddings must be [{n_items}, D]")
+        return embeddings, LabelGroups.identity(n_items), None
+    vectors = _require(items, "vectors", artifacts.ITEMS, version).astype(np.float32)
+    of_item = _require(items, "vector_of_item", artifacts.ITEMS, version).astype(np.int64)
+    center = _require(items, "index_center", artifacts.ITEMS, version).astype(np.float32)
+    if vectors.ndim != 2 or of_item.shape != (n_items,) or center.shape != (vectors.shape[1],):
+        raise ArtifactError(
+            f"items.npz of {version!r}: vectors {vectors.shape}, vector_of_item {of_item.shape} and "
+            f"index_center {center.shape} do not fit {n_items} items"
+        )
+    if n_items and (of_item.min() < 0 or of_item.max() >= len(vectors)):
+        raise ArtifactError(f"items.npz of {version!r}: vector_of_item points outside vectors")
+    try:
+        groups = LabelGroups.from_labels(of_item)
+    except ValueError as exc:
+        raise ArtifactError(f"items.npz of {version!r}: {exc}") from exc
+    if groups.n_labels != len(vectors):
+        raise ArtifactError(f"items.npz of {version!r}: some vectors belong to no item")
+    return np.ascontiguousarray(vectors[of_item]), groups, center
+
+
 def _two_tower(
     spec: FeatureSpec,
     items: Mapping[str, np.ndarray],
@@ -393,14 +422,14 @@ def _two_tower(
     n_items: int,
     version: str,
 ) -> TwoTower:
-    embeddings = np.ascontiguousarray(_require(items, "embeddings", artifacts.ITEMS, version), dtype=np.float32)
-    if embeddings.ndim != 2 or len(embeddings) != n_items:
-        raise ArtifactError(f"items.npz of {version!r}: embeddings must be [{n_items}, D]")
+    embeddings, groups, center = _item_vectors(items, n_items, version)
     session = _session(model_dir / artifacts.USER_TOWER)
     if tuple(i.name for i in session.get_inputs()) != artifacts.USER_TOWER_INPUTS:
         raise ArtifactError(f"user_tower.onnx of {version!r} does not take {artifacts.USER_TOWER_INPUTS}")
     try:
-        retriever = HnswRetriever.load(model_dir / artifacts.INDEX, embeddings.shape[1], n_items, _hnsw_ef(manifest))
+        retriever = HnswRetriever.load(
+            model_dir / artifacts.INDEX, dim=embeddings.shape[1], ef=_hnsw_ef(manifest), groups=groups, center=center
+        )
     except (RuntimeError, ValueError) as exc:
         raise ArtifactError(f"items.hnsw of {version!r} cannot be loaded: {exc}", {"file": "items.hnsw"}) from exc
     tower = TwoTower(spec, session, embeddings, retriever)

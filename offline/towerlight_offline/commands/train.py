@@ -19,6 +19,7 @@ from towerlight.config import get_settings
 from towerlight.errors import ConfigurationError
 from towerlight_offline import console
 from towerlight_offline.data.dataset import Dataset
+from towerlight_offline.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from towerlight_offline.model.train import TwoTowerParams
 from towerlight_offline.pipeline import TrainConfig, TrainResult, run_training
 
@@ -68,6 +69,16 @@ def register(subparsers: Any) -> None:
         default=10_000,
         metavar="N",
         help="evaluate at most N sampled test users (default 10000, 0: all)",
+    )
+    parser.add_argument(
+        "--index-m", type=int, default=DEFAULT_M, metavar="M", help=f"hnsw graph degree (default {DEFAULT_M})"
+    )
+    parser.add_argument(
+        "--index-ef-construction",
+        type=int,
+        default=DEFAULT_EF_CONSTRUCTION,
+        metavar="EF",
+        help=f"hnsw build-time search width (default {DEFAULT_EF_CONSTRUCTION})",
     )
     parser.set_defaults(func=run, parser=parser)
 
@@ -121,7 +132,8 @@ def print_summary(result: TrainResult) -> None:
     index, parity = result.manifest["index"], result.manifest["parity"]
     console.say(f"{result.version} in {result.store_uri}")
     console.say(
-        f"hnsw recall@{index['k']} {index['recall']:.4f} (ef {index['ef_search']}, M {index['M']}); "
+        f"hnsw recall@{index['k']} {index['recall']:.4f} (ef {index['ef_search']}, M {index['M']}, "
+        f"{index['vectors']:,} distinct vectors for {index['items']:,} items); "
         f"ONNX max |Δ| user {parity['user_tower_max_abs_diff']:.1e}, "
         f"item {parity['item_tower_max_abs_diff']:.1e}"
     )
@@ -141,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error("--since goes with --from-postgres")
     if args.epochs is not None and args.epochs < 0:
         args.parser.error("--epochs must be >= 0")
+    if args.index_m < 2 or args.index_ef_construction < 1:
+        args.parser.error("--index-m must be >= 2 and --index-ef-construction >= 1")
     store = args.store or get_settings().require_store()
     params = TwoTowerParams() if args.epochs is None else replace(TwoTowerParams(), epochs=args.epochs)
     dataset, source = load_dataset(args)
@@ -153,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         promote=not args.no_promote,
         max_eval_users=args.max_users or None,
         refit_on_all=not args.no_refit,
+        index_M=args.index_m,
+        index_ef_construction=args.index_ef_construction,
     )
     result = run_training(dataset, config, progress=console.say)
     print_summary(result)

@@ -102,7 +102,8 @@ class TrainedTwoTower:
 
     @torch.no_grad()
     def item_embeddings(self, batch_size: int = 8192) -> np.ndarray:
-        """float32 [N, D]: the item tower output for every catalogue item, row i = feature id i + 1.
+        """float32 [N, D]: the item tower output for every catalogue item, row i = feature id i + 1, rounded to
+        float16 as ``items.npz`` publishes it, so what is evaluated and indexed is what is served.
 
         Example::
 
@@ -114,7 +115,7 @@ class TrainedTwoTower:
             for start in range(0, len(self.item_records), batch_size):
                 item, content = self.spec.encode_items(self.item_records[start : start + batch_size])
                 chunks.append(self.item_tower(torch.from_numpy(item), torch.from_numpy(content)).numpy())
-        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float16).astype(np.float32)
 
     @torch.no_grad()
     def user_embeddings(
@@ -241,6 +242,13 @@ def _share_oov_with_untrained(item_tower: ItemTower, n_items: int, trained_ids: 
             weight = item_tower.id_embedding.weight
             weight[torch.from_numpy(untrained)] = weight[torch.from_numpy(oov[untrained])]
     return len(untrained)
+
+
+def round_to_float16(table: torch.nn.Embedding) -> None:
+    """Round a table's weights to float16 values (kept in float32): the towers publish the item id table as
+    float16 (half the bytes), so evaluation and the ONNX parity check run on the weights that are served."""
+    with torch.no_grad():
+        table.weight.copy_(table.weight.half().float())
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -371,6 +379,7 @@ def train_two_tower(
         untrained = _share_oov_with_untrained(item_tower, len(spec.item_ids.values), np.unique(events.items), oov)
         if untrained:
             logger.info("%d catalogue items had no training events: they use their OOV embedding", untrained)
+        round_to_float16(item_tower.id_embedding)
     seconds = time.perf_counter() - started
     logger.info("two-tower training took %.1f s", seconds)
     return TrainedTwoTower(
