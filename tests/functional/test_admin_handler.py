@@ -20,8 +20,10 @@ import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.admin import runs, service
+from towerlight.admin.online import wilson_interval
 from towerlight.db.catalog import ItemRow, UserRow, upsert_items, upsert_users
 from towerlight.db.events import EventRow, insert_events
+from towerlight.impressions import Impression, record_feedback
 from towerlight.store import open_store
 from towerlight.store.versions import current_version, promote, publish_version
 
@@ -333,3 +335,42 @@ def test_user_stats_for_a_user_with_attributes_only_or_nothing(admin: ModuleType
     assert (body["events"], body["recent_events"], body["first_seen"]) == ({}, [], None)
     status, body = call(admin, routed("admin_stats_user.json", user_id="nobody"))
     assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+def test_online_stats_show_the_arms_and_each_variant_with_intervals(admin: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN 40 control and 20 treatment impressions of today, where 10 and 8 were clicked and 2 and 4 bought
+    now = datetime.now(UTC)
+    shown, rows = [], []
+    for n in range(60):
+        variant, strategy = ("control", "two_tower") if n < 40 else ("treatment", "popularity")
+        rec = f"rec-{n}"
+        shown.append(Impression(rec, f"u{n}", "warm", strategy, "v1", ("1", "2"), 0.5, now, variant))
+        clicked, bought = (n < 10, n < 2) if n < 40 else (n < 48, n < 44)
+        if clicked:
+            rows.append(event_row(f"u{n}", "2", "click", now, rec))
+        if bought:
+            rows.append(event_row(f"u{n}", "2", "purchase", now, rec))
+    with db.transaction():
+        insert_events(db, rows)
+        record_feedback(db, shown, [r.recommendation_id for r in rows])
+    # WHEN an operator asks for the online statistics
+    status, body = call(admin, load_event("admin_stats_online.json"))
+    # THEN each variant's click-through and conversion are exact, inside their Wilson intervals
+    assert status == 200
+    control, treatment = body["variants"]
+    assert (control["variant"], control["impressions"], treatment["variant"], treatment["impressions"]) == (
+        "control",
+        40,
+        "treatment",
+        20,
+    )
+    assert (control["ctr"]["value"], control["conversion"]["value"]) == (0.25, 0.05)
+    assert (treatment["ctr"]["value"], treatment["conversion"]["value"]) == (0.4, 0.2)
+    for rate in (control["ctr"], control["conversion"], treatment["ctr"], treatment["conversion"]):
+        assert rate["low"] < rate["value"] < rate["high"]
+    assert (control["ctr"]["low"], control["ctr"]["high"]) == pytest.approx(wilson_interval(10, 40), abs=1e-6)
+    # AND the arms hold the counters, with Thompson's current probabilities summing to one per segment
+    arms = {a["strategy"]: a for a in body["arms"]}
+    assert (arms["two_tower"]["impressions"], arms["popularity"]["impressions"]) == (40, 20)
+    assert arms["popularity"]["mean_reward"] == pytest.approx((4 * 1.0 + 4 * 0.5) / 20)
+    assert sum(a["thompson_probability"] for a in body["arms"]) == pytest.approx(1.0)

@@ -10,6 +10,7 @@ Routes (errors use the shared ``{"error": {code, message, details?}}`` body):
   the retrain function invoked asynchronously; ``GET /admin/retrain/{job_id}``: that run's record;
 - ``GET /admin/stats?days=30&top=20``: events per type and day, CTR, popular items;
 - ``GET /admin/stats/users/{user_id}``: one user's counts, latest events, removed items;
+- ``GET /admin/stats/online?days=30``: the strategy bandit's arms, each experiment variant's CTR and conversion;
 - ``GET /health``.
 
 Who called is read from the IAM authorizer context API Gateway adds (``requestContext.authorizer.iam``),
@@ -30,7 +31,7 @@ import psycopg
 from fastapi import Body, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from towerlight.admin import service, stats
+from towerlight.admin import online, service, stats
 from towerlight.api.base import create_app
 from towerlight.config import get_settings
 from towerlight.db.connection import shared_connection
@@ -131,5 +132,9 @@ def create_admin_app(
         recent: Annotated[int, Query(ge=1, le=200)] = 20,
     ) -> dict[str, Any]:
         return stats.user_stats(connection(), user_id, recent=recent)
+
+    @app.get("/admin/stats/online", tags=["stats"], summary="Bandit arms and experiment variants, with intervals")
+    def online_stats(days: Annotated[int, Query(ge=1, le=stats.MAX_DAYS)] = 30) -> dict[str, Any]:
+        return online.online_stats(connection(), days=days)
 
     return app

@@ -1,0 +1,105 @@
+"""Online-learning statistics for operators: the bandit's arms and choices, and each experiment variant's results.
+
+- ``arms``: per (segment, strategy) the additive counters, the mean reward per impression, the share of
+  impressions with any reward, and the probability Thompson sampling now gives each strategy;
+- ``variants``: per experiment variant over the window, impressions, click-through (an attributed
+  ``click`` or better), conversion (an attributed ``purchase``) and mean reward, each with a 95%
+  confidence interval (Wilson for the rates, normal for the mean).
+
+Example::
+
+    >>> online_stats(conn, days=7)["variants"][0]
+    {'variant': 'control', 'impressions': 5120, 'ctr': {'value': 0.081, 'low': 0.074, 'high': 0.089}, ...}
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from towerlight.admin.stats import stats_window
+from towerlight.bandit.arms import read_arms
+from towerlight.bandit.thompson import ThompsonSampling
+from towerlight.event_types import EVENT_TYPES
+
+Z_95 = 1.959964
+
+# An impression "clicked" when an attributed event for one of its items is a click or worth more.
+_CLICK_OR_BETTER = [name for name, t in EVENT_TYPES.items() if t.reward >= EVENT_TYPES["click"].reward]
+_PER_VARIANT = """
+SELECT coalesce(i.variant, ''), count(*),
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM events e WHERE e.recommendation_id = i.recommendation_id
+             AND e.item_id = ANY(i.item_ids) AND e.event_type = ANY(%(clicks)s))),
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM events e WHERE e.recommendation_id = i.recommendation_id
+             AND e.item_id = ANY(i.item_ids) AND e.event_type = 'purchase')),
+       avg(i.reward), coalesce(stddev_samp(i.reward), 0)
+FROM impressions i
+WHERE i.created_at >= %(since)s AND i.created_at < %(until)s
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (sound near 0 and 1, unlike the normal one).
+
+    >>> [round(x, 3) for x in wilson_interval(8, 100)]
+    [0.041, 0.15]
+    """
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(successes: int, trials: int) -> dict[str, float | None]:
+    low, high = wilson_interval(successes, trials)
+    return {"value": round(successes / trials, 6) if trials else None, "low": round(low, 6), "high": round(high, 6)}
+
+
+def online_stats(conn: psycopg.Connection, *, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
+    """The bandit's arms (all time: counters are cumulative) and the variants' results over ``days``."""
+    since, until = stats_window(days, now)
+    with conn.transaction():
+        arms = read_arms(conn)
+        variants = conn.execute(_PER_VARIANT, {"clicks": _CLICK_OR_BETTER, "since": since, "until": until}).fetchall()
+    by_segment: dict[str, list[str]] = {}
+    for arm in arms:
+        by_segment.setdefault(arm.segment, []).append(arm.strategy)
+    choice = {
+        segment: ThompsonSampling(strategies).probabilities(arms, segment) for segment, strategies in by_segment.items()
+    }
+    return {
+        "window": {"since": since.isoformat(), "until": until.isoformat(), "days": days},
+        "arms": [
+            {
+                "segment": a.segment,
+                "strategy": a.strategy,
+                "impressions": a.impressions,
+                "mean_reward": round(a.reward_sum / a.impressions, 6) if a.impressions else None,
+                "rewarded": _rate(a.successes, a.impressions),
+                "thompson_probability": round(choice[a.segment][a.strategy], 6),
+            }
+            for a in arms
+        ],
+        "variants": [
+            {
+                "variant": variant or None,
+                "impressions": n,
+                "ctr": _rate(clicked, n),
+                "conversion": _rate(converted, n),
+                "mean_reward": {
+                    "value": round(mean, 6),
+                    "low": round(mean - Z_95 * sd / math.sqrt(n), 6),
+                    "high": round(mean + Z_95 * sd / math.sqrt(n), 6),
+                },
+            }
+            for variant, n, clicked, converted, mean, sd in variants
+        ],
+    }
