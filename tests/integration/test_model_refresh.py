@@ -90,11 +90,11 @@ def corrupt(store_uri: str, version: str, name: str) -> None:
 def test_a_warm_process_picks_up_a_promoted_version_after_the_refresh_interval(
     bucket_model: Model, tmp_path: Path
 ) -> None:
-    # GIVEN a warm process serving the first version
+    # GIVEN a second version published (not promoted), and a warm process serving the first one
     store_uri, first = bucket_model
+    second = republish(bucket_model, store_uri, tmp_path)  # before: on a busy machine it outlasts the interval
     assert invoke("recommend_get.json")[1]["model_version"] == first["version"]
-    # WHEN a second version is promoted
-    second = republish(bucket_model, store_uri, tmp_path)
+    # WHEN the second version is promoted
     promote(open_store(store_uri), second)
     right_after = invoke("recommend_get.json")[1]["model_version"]
     time.sleep(REFRESH_SECONDS + 0.2)

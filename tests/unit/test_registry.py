@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from towerlight.config import get_settings
-from towerlight.errors import ArtifactError, ModelUnavailableError, http_status
+from towerlight.errors import ArtifactError, ConfigurationError, ModelUnavailableError, http_status
 from towerlight.model import registry as registry_module
 from towerlight.model.registry import (
     FAILED_RETRY_SECONDS,
@@ -21,8 +21,9 @@ from towerlight.model.registry import (
     NO_MODEL_RETRY_SECONDS,
     ModelRegistry,
 )
-from towerlight.store import open_store
-from towerlight.store.versions import promote, publish_version
+from towerlight.store import ArtifactStore, open_store, transfer
+from towerlight.store.local import LocalStore
+from towerlight.store.versions import download_version, promote, publish_version
 
 REFRESH = 60.0
 
@@ -298,6 +299,146 @@ def test_the_process_registry_comes_from_settings_and_reset_forgets_it(
             5.0,
         )
         assert first is again and fresh is not first
+    finally:
+        registry_module.reset()
+        get_settings.cache_clear()
+
+
+def downloading_loader(store: ArtifactStore, version: str, cache_dir: Path) -> FakeBundle:
+    """The real concurrent, checksummed download (small parts, several threads), then a fake load."""
+    download_version(store, version, cache_dir)
+    return FakeBundle(version)
+
+
+def test_a_version_whose_concurrent_download_fails_its_checksum_keeps_the_last_good_one(
+    store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN v1 served, then v2 promoted with one file corrupted in the store after publishing
+    monkeypatch.setattr(transfer, "PART_BYTES", 64 * 1024)  # several ranged parts per file
+    ranges: list[tuple[str, int]] = []
+    read_range = LocalStore.read_range
+    monkeypatch.setattr(
+        LocalStore, "read_range", lambda s, k, start=0, n=None: ranges.append((k, start)) or read_range(s, k, start, n)
+    )
+    store = open_store(store_uri)
+    for version in ("v1", "v2"):
+        files = {}
+        for name, size in (("items.hnsw", 300_000), ("items.npz", 150_000), ("features.json", 2_000)):
+            files[name] = tmp_path / f"{version}-{name}"
+            files[name].write_bytes(bytes((i + len(version)) % 251 for i in range(size)))
+        publish_version(store, version, files, {})
+    promote(store, "v1")
+    clock = Clock()
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=downloading_loader, clock=clock)
+    assert registry.get().version == "v1"
+    damaged = bytearray(store.get_bytes("models/v2/items.hnsw"))
+    damaged[200_000] ^= 0xFF
+    store.put_bytes("models/v2/items.hnsw", bytes(damaged))
+    promote(store, "v2")
+
+    # WHEN the refresh interval passes
+    clock.now += REFRESH
+    served = registry.get()
+
+    # THEN v2 was fetched in ranged parts, v1 keeps serving, the error names the file, and no partial
+    # download of v2 is left
+    assert ("models/v2/items.hnsw", 4 * 64 * 1024) in ranges
+    assert served.version == "v1"
+    assert "items.hnsw" in (registry.status().last_error or "") and "checksum" in (registry.status().last_error or "")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["v1"]
+
+
+def test_a_prefetch_loads_in_the_background_and_the_first_request_waits_for_it(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN v1 promoted and a slow loader
+    publish(store_uri, tmp_path, "v1")
+    started, release = threading.Event(), threading.Event()
+    loader = Loader()
+
+    def slow_loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
+        started.set()
+        release.wait(5)
+        return loader(store, version, cache_dir)
+
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=slow_loader, clock=Clock())
+
+    # WHEN a prefetch starts and a request arrives while it loads
+    thread = registry.prefetch()
+    assert started.wait(5)
+    results: list[str] = []
+    request = threading.Thread(target=lambda: results.append(registry.get().version))
+    request.start()
+    request.join(0.2)
+    waited = request.is_alive()
+    release.set()
+    request.join(5)
+    thread.join(5)
+
+    # THEN the request waited for the prefetch and got its model, loaded once
+    assert waited and results == ["v1"]
+    assert loader.calls == ["v1"]
+
+
+def test_a_failed_prefetch_is_the_first_requests_503(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN a promoted version that cannot be loaded and has no popularity fallback
+    publish(store_uri, tmp_path, "v1")
+    loader = Loader()
+    loader.broken.add("v1")
+    registry = make_registry(store_uri, tmp_path, loader, Clock(), fallback_loader=lambda *_: None)
+
+    # WHEN it is prefetched, then asked for
+    registry.prefetch().join(5)
+
+    # THEN the prefetch failed quietly, and the request gets the load error as its 503
+    with pytest.raises(ModelUnavailableError, match="checksum"):
+        registry.get()
+    assert loader.calls == ["v1"]
+
+
+@pytest.mark.parametrize(
+    ("initialization", "prefetched"),
+    [("on-demand", True), ("provisioned-concurrency", True), ("snap-start", False), (None, False)],
+)
+def test_the_process_prefetch_runs_only_in_a_lambda_init_that_keeps_threads(
+    store_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    initialization: str | None,
+    prefetched: bool,
+) -> None:
+    # GIVEN the process registry, and Lambda's initialization type (or none: a test, a tool)
+    if initialization is None:
+        monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", initialization)
+    monkeypatch.setenv("TOWERLIGHT_STORE", store_uri)
+    get_settings.cache_clear()
+    calls: list[str] = []
+    registry_module.reset(ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=Loader(), clock=Clock()))
+    monkeypatch.setattr(ModelRegistry, "prefetch", lambda self: calls.append("prefetch"))
+    try:
+        # WHEN a handler module asks for the prefetch
+        registry_module.prefetch()
+        # THEN it starts only in an on-demand or provisioned-concurrency init
+        assert calls == (["prefetch"] if prefetched else [])
+    finally:
+        registry_module.reset()
+        get_settings.cache_clear()
+
+
+def test_the_process_prefetch_leaves_a_missing_configuration_to_the_first_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a Lambda init without TOWERLIGHT_STORE
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+    monkeypatch.delenv("TOWERLIGHT_STORE", raising=False)
+    get_settings.cache_clear()
+    registry_module.reset()
+    try:
+        # WHEN the prefetch is asked for THEN nothing is raised at import time
+        registry_module.prefetch()
+        # AND the first request gets the configuration error
+        with pytest.raises(ConfigurationError, match="TOWERLIGHT_STORE"):
+            registry_module.get_registry()
     finally:
         registry_module.reset()
         get_settings.cache_clear()

@@ -13,6 +13,7 @@ from towerlight.errors import (
     VersionExistsError,
 )
 from towerlight.store import ArtifactNotFoundError, ArtifactStore, open_store
+from towerlight.store.base import CHUNK_BYTES
 from towerlight.store.local import LocalStore
 from towerlight.store.s3 import S3Store, s3_client
 
@@ -160,15 +161,15 @@ def test_delete_removes_one_object(artifact_store: ArtifactStore) -> None:
     assert not artifact_store.exists("models/v1/manifest.json")
 
 
-@pytest.mark.parametrize("operation", ["get_bytes", "get_with_etag", "download_file"])
+@pytest.mark.parametrize("operation", ["get_bytes", "get_with_etag", "read_range"])
 def test_missing_key_raises_artifact_error_naming_it(
     artifact_store: ArtifactStore, operation: str, tmp_path: Path
 ) -> None:
     # GIVEN an empty store
     # WHEN a missing object is read
     with pytest.raises(ArtifactError) as raised:
-        if operation == "download_file":
-            artifact_store.download_file("models/v9/items.hnsw", tmp_path / "items.hnsw")
+        if operation == "read_range":
+            b"".join(artifact_store.read_range("models/v9/items.hnsw"))
         else:
             getattr(artifact_store, operation)("models/v9/items.hnsw")
 
@@ -178,17 +179,22 @@ def test_missing_key_raises_artifact_error_naming_it(
     assert not artifact_store.exists("models/v9/items.hnsw")
 
 
-def test_download_file_writes_the_object(artifact_store: ArtifactStore, tmp_path: Path) -> None:
-    # GIVEN a stored object larger than one transfer chunk
-    payload = bytes(range(256)) * 40_000
+def test_read_range_streams_the_object_or_a_part_of_it(artifact_store: ArtifactStore) -> None:
+    # GIVEN a stored object larger than one chunk
+    payload = bytes(range(256)) * 8_000
     artifact_store.put_bytes("models/v1/items.hnsw", payload)
 
-    # WHEN it is downloaded to a local path
-    target = tmp_path / "items.hnsw"
-    artifact_store.download_file("models/v1/items.hnsw", target)
+    # WHEN it is read whole, in a middle part, from an offset to its end, and past its end
+    whole = list(artifact_store.read_range("models/v1/items.hnsw"))
+    middle = b"".join(artifact_store.read_range("models/v1/items.hnsw", 1000, 600_000))
+    tail = b"".join(artifact_store.read_range("models/v1/items.hnsw", 2_000_000))
+    beyond = b"".join(artifact_store.read_range("models/v1/items.hnsw", 2_040_000, 100_000))
 
-    # THEN the file holds the same bytes
-    assert target.read_bytes() == payload
+    # THEN each holds exactly those bytes, in chunks of at most CHUNK_BYTES (a short object gives fewer)
+    assert b"".join(whole) == payload and max(len(c) for c in whole) <= CHUNK_BYTES and len(whole) > 1
+    assert middle == payload[1000:601_000]
+    assert tail == payload[2_000_000:]
+    assert beyond == payload[2_040_000:]
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", "a/.."])

@@ -163,7 +163,7 @@ def test_download_verifies_and_reuses_a_complete_copy(
     for name, path in model_files.items():
         assert (model_dir / name).read_bytes() == path.read_bytes()
     assert manifest["version"] == "v1"
-    assert not [call for call in store.calls if call[0] == "download_file"]
+    assert not [call for call in store.calls if call[0] == "read_range"]
     assert [p.name for p in cache.iterdir()] == ["v1"]
 
 
@@ -178,7 +178,7 @@ def test_download_of_a_subset_fetches_and_verifies_only_those_files(
     model_dir, _ = download_version(store, "v1", tmp_path / "cache", only=["items.hnsw", "user_tower.onnx"])
 
     # THEN just those two are fetched and present, byte for byte
-    fetched = sorted(call[1].rsplit("/", 1)[-1] for call in store.calls if call[0] == "download_file")
+    fetched = sorted(call[1].rsplit("/", 1)[-1] for call in store.calls if call[0] == "read_range")
     assert fetched == ["items.hnsw", "user_tower.onnx"]
     assert not (model_dir / "ranker.json").exists()
     assert (model_dir / "items.hnsw").read_bytes() == model_files["items.hnsw"].read_bytes()

@@ -1,28 +1,12 @@
-"""The served model: an immutable ``ModelBundle`` per version and the ``ModelRegistry`` that swaps them.
+"""The served model: an immutable ``ModelBundle`` per version (``towerlight.model.bundle``) and the
+``ModelRegistry`` that loads and swaps them (``towerlight.model.registry``).
+
+The package imports nothing itself: the registry must be importable, and its background load started,
+before numpy and onnxruntime are (see ``towerlight.model.registry.prefetch``).
 
 Example::
 
-    >>> from towerlight.model import get_registry
-    >>> bundle = get_registry().get()
-    >>> bundle.strategy
+    >>> from towerlight.model.registry import get_registry
+    >>> get_registry().get().strategy
     'two_tower'
 """
-
-from __future__ import annotations
-
-from towerlight.model.bundle import Catalogue, CategoryIndex, ModelBundle, Popularity, TwoTower, load_bundle
-from towerlight.model.registry import ModelRegistry, RegistryStatus, get_registry, load_version, reset
-
-__all__ = [
-    "Catalogue",
-    "CategoryIndex",
-    "ModelBundle",
-    "ModelRegistry",
-    "Popularity",
-    "RegistryStatus",
-    "TwoTower",
-    "get_registry",
-    "load_bundle",
-    "load_version",
-    "reset",
-]

@@ -9,6 +9,11 @@ model in memory, a version whose two-tower files fail still serves its popularit
 verifies; with nothing at all, ``get`` raises ``ModelUnavailableError`` (HTTP 503) and CURRENT is
 re-read every few seconds, so a fix is picked up quickly.
 
+In Lambda the handler module calls ``prefetch()`` at import: the first load then runs in a background
+thread during the init phase (which has a full CPU burst), overlapping the download with the handler's
+own imports, and the first request waits for it under the registry's lock. This module imports neither
+numpy nor onnxruntime itself, so that thread starts before they are imported.
+
 Example::
 
     >>> registry = get_registry()          # configured from the environment (Settings)
@@ -19,6 +24,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import shutil
 import threading
@@ -26,12 +33,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from towerlight import artifacts
 from towerlight.config import get_settings
-from towerlight.errors import ModelUnavailableError, TowerlightError
-from towerlight.model.bundle import ModelBundle, load_bundle, load_popularity_bundle
+from towerlight.errors import ConfigurationError, ModelUnavailableError, TowerlightError
 from towerlight.store import ArtifactStore, open_store, versions
+
+if TYPE_CHECKING:
+    from towerlight.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +59,11 @@ def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBu
 
     >>> load_version(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1", Path("/tmp/towerlight"))
     """
-    model_dir, manifest = versions.download_version(store, version, cache_dir, only=artifacts.SERVING_FILES)
+    from towerlight.model.bundle import load_bundle  # numpy and onnxruntime: imported by the loading thread
+
+    model_dir, manifest = versions.download_version(
+        store, version, cache_dir, only=artifacts.SERVING_FILES, part_bytes=get_settings().download_part_bytes
+    )
     return load_bundle(model_dir, manifest)
 
 
@@ -59,6 +73,8 @@ def load_version_popularity(store: ArtifactStore, version: str) -> ModelBundle:
     >>> load_version_popularity(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1").strategy
     'popularity'
     """
+    from towerlight.model.bundle import load_popularity_bundle
+
     manifest = versions.read_manifest(store, version)
     return load_popularity_bundle(manifest, lambda name: store.get_bytes(versions.version_key(version, name)))
 
@@ -131,6 +147,19 @@ class ModelRegistry:
             raise ModelUnavailableError(self._last_error or "no model is loaded", {"store": self.store_uri})
         return bundle
 
+    def prefetch(self) -> threading.Thread:
+        """Start the first load in a background thread; a request that arrives meanwhile waits for it.
+
+        Errors are recorded as a request's would be (``status().last_error``, the 503 message).
+        """
+        thread = threading.Thread(target=self._prefetch, name="towerlight-model-prefetch", daemon=True)
+        thread.start()
+        return thread
+
+    def _prefetch(self) -> None:
+        with contextlib.suppress(ModelUnavailableError):  # logged and kept as last_error for the first request
+            self.get()
+
     def status(self) -> RegistryStatus:
         bundle = self._bundle
         return RegistryStatus(
@@ -182,6 +211,9 @@ class ModelRegistry:
                 return
             bundle, partial = fallback, True
         self._bundle = bundle  # the atomic swap: readers see the old bundle or the new one
+        # What is alive now (the bundle, the app, the imported modules) lives as long as the process:
+        # move it out of the collector's generations, so that a full collection never walks it again.
+        gc.freeze()
         self._partial = partial
         if not partial:
             self._failed.pop(version, None)
@@ -236,6 +268,22 @@ def get_registry() -> ModelRegistry:
                     settings.require_store(), Path(settings.cache_dir), settings.model_refresh_seconds
                 )
     return _registry
+
+
+def prefetch() -> None:
+    """From a Lambda handler module at import: start loading the process's model during init.
+
+    Only where the environment asks for it (``Settings.prefetch_model``: a Lambda on-demand or
+    provisioned-concurrency init), so tests and tools that import handlers load nothing in the
+    background. A configuration error is left for the first request to report.
+
+    >>> prefetch()  # in functions/recommend/app.py, before the web framework is imported
+    """
+    try:
+        if get_settings().prefetch_model:
+            get_registry().prefetch()
+    except ConfigurationError:
+        return
 
 
 def reset(registry: ModelRegistry | None = None) -> None:

@@ -9,6 +9,7 @@ when a compare-and-swap loses, ``ArtifactError`` for anything else.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -66,8 +67,10 @@ class ArtifactStore(Protocol):
         """Remove every object under ``prefix/``."""
         ...
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Stream the object to a local file (for artifacts too large to hold in memory twice)."""
+    def read_range(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The object's bytes from ``start`` (``length`` of them, or to the end), streamed in chunks of at
+        most ``CHUNK_BYTES``; ``ArtifactNotFoundError`` when missing. A shorter object yields fewer bytes.
+        """
         ...
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from towerlight.errors import ArtifactError, PointerConflictError, VersionExistsError
-from towerlight.store.base import ArtifactNotFoundError, check_key, check_prefix
+from towerlight.store.base import CHUNK_BYTES, ArtifactNotFoundError, check_key, check_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +108,26 @@ class LocalStore:
             return
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def download_file(self, key: str, path: Path) -> None:
+    def read_range(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
-            shutil.copyfile(self._path(key), path)
+            handle = self._path(key).open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            if not self.exists(key):
-                raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.uri}", {"key": key}) from exc
-            raise ArtifactError(f"cannot write {path}: {exc}", {"key": key}) from exc
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.uri}", {"key": key}) from exc
         except OSError as exc:
-            raise ArtifactError(f"cannot download artifact {key!r}: {exc}", {"key": key}) from exc
+            raise ArtifactError(f"cannot read artifact {key!r}: {exc}", {"key": key}) from exc
+        with handle:
+            try:
+                handle.seek(start)
+                left = length
+                while left is None or left > 0:
+                    chunk = handle.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+                    if not chunk:
+                        return
+                    if left is not None:
+                        left -= len(chunk)
+                    yield chunk
+            except OSError as exc:
+                raise ArtifactError(f"cannot read artifact {key!r}: {exc}", {"key": key}) from exc
 
     @contextlib.contextmanager
     def _staged(self, key: str) -> Iterator[tuple[Path, Path]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from towerlight.config import region
 from towerlight.errors import ArtifactError, PointerConflictError, VersionExistsError
-from towerlight.store.base import ArtifactNotFoundError, check_key, check_prefix
+from towerlight.store.base import CHUNK_BYTES, ArtifactNotFoundError, check_key, check_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +185,16 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, prefix, "delete") from exc
 
-    def download_file(self, key: str, path: Path) -> None:
+    def read_range(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        extra = {}
+        if start or length is not None:
+            extra["Range"] = f"bytes={start}-{'' if length is None else start + length - 1}"
         try:
-            self.client.download_file(self.bucket, self._key(key), str(path))
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"]
+            try:
+                while chunk := body.read(CHUNK_BYTES):
+                    yield chunk
+            finally:
+                body.close()
         except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, key, "download") from exc
-        except OSError as exc:
-            raise ArtifactError(f"cannot write {path}: {exc}", {"key": key}) from exc
+            raise self._fail(exc, key, "read") from exc

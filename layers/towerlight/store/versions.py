@@ -29,6 +29,7 @@ from typing import Any
 
 from towerlight.errors import ArtifactError, PointerConflictError, ValidationError, VersionExistsError
 from towerlight.store.base import ArtifactNotFoundError, ArtifactStore, sha256_file
+from towerlight.store.transfer import Expected, fetch_files
 
 logger = logging.getLogger(__name__)
 
@@ -235,16 +236,22 @@ def prune(store: ArtifactStore, keep: int) -> list[str]:
 
 
 def download_version(
-    store: ArtifactStore, version: str, dest_dir: Path, *, only: Collection[str] | None = None
+    store: ArtifactStore,
+    version: str,
+    dest_dir: Path,
+    *,
+    only: Collection[str] | None = None,
+    part_bytes: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Download and verify the files of a version into ``dest_dir/<version>/``; returns it and the manifest.
 
     ``only`` limits the download to those manifest entries (serving never loads the item tower, a
     fifth of the bytes); each must be listed in the manifest.
 
-    Files land in a temporary directory renamed into place only once all checksums match, so a
-    partial download is never seen; an existing verified copy is reused. ``ArtifactError`` names the
-    file on any size or sha256 mismatch.
+    Files are fetched concurrently (those above ``part_bytes`` in ranged parts) and hashed as they
+    stream in (``towerlight.store.transfer``). They land in a temporary directory renamed into place only once
+    all checksums match, so a partial download is never seen; an existing verified copy is reused.
+    ``ArtifactError`` names the file on any size or sha256 mismatch.
 
     >>> model_dir, manifest = download_version(store, "20261122T011500Z-3fa2c1", Path("/tmp/towerlight"))
     >>> model_dir / "items.hnsw"
@@ -267,10 +274,8 @@ def download_version(
     dest_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=dest_dir))
     try:
-        for name in names:
-            store.download_file(version_key(version, name), staging / name)
+        fetch_files(store, [_expected(manifest, name, staging) for name in names], part_bytes=part_bytes)
         (staging / MANIFEST).write_bytes(raw)
-        _verify_local(staging, manifest, raw, names)
         try:
             os.rename(staging, final)
         except OSError:
@@ -280,6 +285,11 @@ def download_version(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("downloaded version %s to %s", version, final)
     return final, manifest
+
+
+def _expected(manifest: dict[str, Any], name: str, directory: Path) -> Expected:
+    entry = manifest["files"][name]
+    return Expected(version_key(manifest["version"], name), directory / name, entry["bytes"], entry["sha256"])
 
 
 def _check_name(name: str, what: str) -> str:
