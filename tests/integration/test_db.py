@@ -23,11 +23,11 @@ from towerlight.db.catalog import (
     set_item_active,
     upsert_items,
     upsert_users,
-    user_attributes,
 )
 from towerlight.db.events import EventRow, history_and_removed, insert_events, recent_history, removed_items
 from towerlight.db.migrate import migrate
 from towerlight.errors import ConfigurationError, DatabaseUnavailableError, NotFoundError
+from towerlight.recommend.service import PostgresSignals
 from towerlight_offline.local.postgres import ensure_database_url, start_embedded_postgres
 
 pytestmark = pytest.mark.integration
@@ -216,12 +216,13 @@ def test_removed_items_are_the_disliked_and_blocked_ones(db: psycopg.Connection)
         insert_events(db, rows)
     # WHEN reading u1's removed items, alone and together with the history
     removed = removed_items(db, "u1")
-    history, removed_too = history_and_removed(db, "u1", 2)
+    history, removed_too, attributes = history_and_removed(db, "u1", 2)
     # THEN only u1's dislike/block items are removed, and the one-query variant agrees
     assert removed == {"i2", "i3"}
     assert removed_too == removed
     assert [e.item_id for e in history] == ["i3", "i3"]
-    assert history_and_removed(db, "nobody", 5) == ([], set())
+    assert attributes is None
+    assert history_and_removed(db, "nobody", 5) == ([], set(), None)
     db.rollback()
 
 
@@ -286,8 +287,8 @@ def test_users_upsert_and_attributes(db: psycopg.Connection) -> None:
     # THEN the attributes read back, and an unchanged upsert writes nothing
     assert first == UpsertCount(inserted=1, updated=0)
     assert again == UpsertCount(inserted=0, updated=0)
-    assert user_attributes(db, "u1") == {"age": 24, "gender": "M"}
-    assert user_attributes(db, "nobody") == {}
+    assert history_and_removed(db, "u1", 5, attributes=True) == ([], set(), {"age": 24, "gender": "M"})
+    assert history_and_removed(db, "nobody", 5, attributes=True) == ([], set(), {})
     db.rollback()
 
 
@@ -421,3 +422,33 @@ def test_ensure_database_url_starts_an_embedded_postgres(monkeypatch: pytest.Mon
         monkeypatch.undo()
         get_settings.cache_clear()
         shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+def test_a_users_signals_are_read_in_one_statement(db: psycopg.Connection) -> None:
+    # GIVEN a user with attributes, a click and a block stored
+    with db.transaction():
+        upsert_users(db, [UserRow("u1", {"age": 31})])
+        insert_events(db, [event("u1", "i1", 1, "click"), event("u1", "i2", 2, "block")])
+    statements: list[str] = []
+
+    class Counting:
+        """The connection, counting what is sent to the server."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(db, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(db, name, value)
+
+        def execute(self, query: str, params: object = None) -> psycopg.Cursor:
+            statements.append(query)
+            return db.execute(query, params)
+
+    # WHEN serving reads the user with their attributes
+    signals = PostgresSignals(connection=lambda: Counting())  # type: ignore[arg-type, return-value]
+    user = signals.user("u1", 200, attributes=True)
+
+    # THEN history, removed items and attributes came from a single statement (one round trip)
+    assert (user.history, user.removed, user.attributes) == (("i1",), frozenset({"i2"}), {"age": 31})
+    assert len(statements) == 1
+    assert db.autocommit is False  # the connection is handed back in its usual mode

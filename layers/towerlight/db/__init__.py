@@ -5,7 +5,7 @@ Example::
     >>> from towerlight.db import shared_connection, history_and_removed
     >>> conn = shared_connection()
     >>> with conn.transaction():
-    ...     history, removed = history_and_removed(conn, "u1", 50)
+    ...     history, removed, _ = history_and_removed(conn, "u1", 50)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from towerlight.db.catalog import (
     set_item_active,
     upsert_items,
     upsert_users,
-    user_attributes,
 )
 from towerlight.db.connection import close_shared_connection, connect, database_url, shared_connection
 from towerlight.db.events import (
@@ -51,5 +50,4 @@ __all__ = [
     "shared_connection",
     "upsert_items",
     "upsert_users",
-    "user_attributes",
 ]

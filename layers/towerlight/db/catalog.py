@@ -157,15 +157,3 @@ def set_item_active(conn: psycopg.Connection, item_id: str, active: bool) -> Non
     )
     if cursor.rowcount == 0:
         raise NotFoundError(f"unknown item {item_id!r}", details={"item_id": item_id})
-
-
-def user_attributes(conn: psycopg.Connection, user_id: str) -> dict[str, Any]:
-    """The stored attributes of a user (``{}`` for an unknown user).
-
-    Example::
-
-        >>> user_attributes(conn, "u1")
-        {'age': 24}
-    """
-    row = conn.execute("SELECT attributes FROM users WHERE user_id = %s", [user_id]).fetchone()
-    return dict(row[0]) if row else {}

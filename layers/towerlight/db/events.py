@@ -51,7 +51,8 @@ _INSERT_STAGED = (
 _COPY_TYPES = ("text", "text", "text", "text", "float8", "timestamptz", "text", "text")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-# One round trip for serving: the latest events, then every item the user removed (flag = true).
+# One round trip for serving: the latest events, every item the user removed (flag = true), and, when
+# asked for, the user's attributes (flag = null, last).
 _HISTORY_AND_REMOVED = """
 WITH recent AS (
     SELECT item_id, event_type, value, ts, received_at
@@ -62,9 +63,12 @@ WITH recent AS (
     SELECT DISTINCT item_id FROM events
     WHERE user_id = %(user_id)s AND event_type = ANY(%(removing)s)
 )
-SELECT false AS removed, item_id, event_type, value, ts, received_at FROM recent
+SELECT false AS removed, item_id, event_type, value, ts, received_at, NULL::jsonb AS attributes FROM recent
 UNION ALL
-SELECT true, item_id, NULL, NULL, NULL, NULL FROM removed
+SELECT true, item_id, NULL, NULL, NULL, NULL, NULL FROM removed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, attributes FROM users
+WHERE %(attributes)s AND user_id = %(user_id)s
 ORDER BY removed, ts DESC, received_at DESC
 """
 
@@ -182,27 +186,38 @@ def _copy(cur: psycopg.Cursor[Any], statement: str, records: Iterable[tuple[Any,
             copy.write_row(record)
 
 
-def history_and_removed(conn: psycopg.Connection, user_id: str, limit: int) -> tuple[list[HistoryEvent], set[str]]:
-    """The user's ``limit`` most recent events (newest first) and the items they removed, in one query.
+def history_and_removed(
+    conn: psycopg.Connection, user_id: str, limit: int, *, attributes: bool = False
+) -> tuple[list[HistoryEvent], set[str], dict[str, Any] | None]:
+    """The user's ``limit`` most recent events (newest first), the items they removed and, with
+    ``attributes``, their stored attributes (``{}`` for an unknown user; None when not asked), in one query.
 
     An item is removed once the user sent any event whose type removes it (``dislike``, ``block``:
     ``towerlight.event_types.REMOVING_EVENT_TYPES``), however old.
 
     Example::
 
-        >>> history, removed = history_and_removed(conn, "u1", 50)
-        >>> [e.item_id for e in history], removed
-        (['i3', 'i9'], {'i7'})
+        >>> history, removed, attributes = history_and_removed(conn, "u1", 50, attributes=True)
+        >>> [e.item_id for e in history], removed, attributes
+        (['i3', 'i9'], {'i7'}, {'age': 24})
     """
-    params = {"user_id": user_id, "limit": max(0, int(limit)), "removing": list(REMOVING_EVENT_TYPES)}
+    params = {
+        "user_id": user_id,
+        "limit": max(0, int(limit)),
+        "removing": list(REMOVING_EVENT_TYPES),
+        "attributes": attributes,
+    }
     history: list[HistoryEvent] = []
     removed: set[str] = set()
-    for is_removed, item_id, event_type, value, ts, _ in conn.execute(_HISTORY_AND_REMOVED, params):
-        if is_removed:
+    stored: dict[str, Any] | None = {} if attributes else None
+    for is_removed, item_id, event_type, value, ts, _, user in conn.execute(_HISTORY_AND_REMOVED, params):
+        if is_removed is None:
+            stored = dict(user)
+        elif is_removed:
             removed.add(item_id)
         else:
             history.append(HistoryEvent(item_id, event_type, value, ts))
-    return history, removed
+    return history, removed, stored
 
 
 def recent_history(conn: psycopg.Connection, user_id: str, limit: int) -> list[HistoryEvent]:

@@ -1,6 +1,6 @@
 """The recommendation domain: who the user is (Postgres), what the model says, what the filters allow.
 
-Per request: one query for the user's recent events and removed items (plus a cached attribute lookup),
+Per request: one query for the user's recent events, removed items and (when the model uses them) attributes,
 the ONNX user tower, hnswlib top-C, filters over those C candidates only, top-k. A user without history
 gets popularity (their demographic segment's when the version publishes one); a database that cannot
 be read degrades to popularity instead of failing. ``strict`` back-fills from popularity, then from any
@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import psycopg
 
 from towerlight.config import get_settings
 from towerlight.db import connection as db_connection
-from towerlight.db.catalog import inactive_items, user_attributes
+from towerlight.db.catalog import inactive_items
 from towerlight.db.events import history_and_removed
 from towerlight.errors import (
     ConfigurationError,
@@ -169,23 +168,19 @@ class _Expiring:
 
 @dataclass
 class PostgresSignals:
-    """``SignalSource`` on the shared Postgres connection, with the caches that keep requests at one query.
+    """``SignalSource`` on the shared Postgres connection: one query (one round trip) per request.
 
-    User attributes (rarely changing) and the inactive items are cached for a short time; after a
-    database failure the source answers "unavailable" for ``retry_after`` seconds instead of waiting on
-    a dead server for every request.
+    The inactive items are cached for a short time; after a database failure the source answers
+    "unavailable" for ``retry_after`` seconds instead of waiting on a dead server for every request.
 
     >>> PostgresSignals().user("42", 200, attributes=True).history[:3]
     ('50', '181', '1')
     """
 
-    attributes_ttl: float = 300.0
-    max_cached_users: int = 10_000
     inactive_ttl: float = 30.0
     retry_after: float = 5.0
     connection: Callable[[], psycopg.Connection] = db_connection.shared_connection
     clock: Callable[[], float] = time.monotonic
-    _attributes: OrderedDict[str, _Expiring] = field(default_factory=OrderedDict, init=False, repr=False)
     _inactive: _Expiring = field(default_factory=lambda: _Expiring(frozenset(), float("-inf")), init=False)
     _down_until: float = field(default=float("-inf"), init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -196,8 +191,7 @@ class PostgresSignals:
             return UserSignals(available=False)
         try:
             with self._lock, self._reading() as conn:
-                history, removed = history_and_removed(conn, user_id, lookback)
-                attrs = self._user_attributes(conn, user_id, now) if attributes else None
+                history, removed, attrs = history_and_removed(conn, user_id, lookback, attributes=attributes)
         except _DATABASE_ERRORS as exc:
             self._failed(exc, now)
             return UserSignals(available=False)
@@ -232,17 +226,6 @@ class PostgresSignals:
         finally:
             if not conn.closed:
                 conn.autocommit = False
-
-    def _user_attributes(self, conn: psycopg.Connection, user_id: str, now: float) -> Mapping[str, Any]:
-        cached = self._attributes.get(user_id)
-        if cached is not None and now < cached.expires:
-            self._attributes.move_to_end(user_id)
-            return cached.value
-        value = user_attributes(conn, user_id)
-        self._attributes[user_id] = _Expiring(value, now + self.attributes_ttl)
-        if len(self._attributes) > self.max_cached_users:
-            self._attributes.popitem(last=False)
-        return value
 
     def _failed(self, exc: Exception, now: float) -> None:
         if now >= self._down_until:
