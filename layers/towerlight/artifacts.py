@@ -18,6 +18,9 @@ A published version holds these files (names are keys of the manifest's ``files`
 ``popularity.npz``  ``item_ids`` (unicode [P]) and ``scores`` float32 [P], time-decayed, best first;
                     optional ``segments`` (unicode [S]) with ``segment_offsets`` int64 [S + 1] and
                     ``segment_items`` int64 (rows into item_ids) for demographic popularity
+``content.npz``     TF-IDF of item metadata: ``item_ids`` [N] (as items.npz), ``terms`` [V], ``idf``
+                    float32 [V], L2-normalised rows as CSR ``indptr`` int64 [N + 1], ``indices`` int32,
+                    ``values`` float32 (optional: versions published before it serve without ``content``)
 
 The manifest (written by ``towerlight.store.versions.publish_version``) also carries ``params``
 (hyper-parameters, embedding dim, hnsw ``ef``/``M``), ``metrics`` (evaluation table), ``data`` (window,
@@ -32,9 +35,11 @@ ITEM_TOWER = "item_tower.onnx"
 ITEMS = "items.npz"
 INDEX = "items.hnsw"
 POPULARITY = "popularity.npz"
+CONTENT = "content.npz"
 
-REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY)
-SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY)  # serving embeds no items: no item tower
+REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY, CONTENT)
+SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY, CONTENT)  # serving embeds no items: no item tower
+OPTIONAL_SERVING_FILES = (CONTENT,)  # served when the version has it
 
 USER_TOWER_INPUTS = ("history", "user_features")
 ITEM_TOWER_INPUTS = ("item", "item_content")

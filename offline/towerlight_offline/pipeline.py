@@ -44,6 +44,7 @@ from towerlight.store.versions import (
     read_manifest,
 )
 from towerlight_offline.baselines import BaselineParams, build_baselines
+from towerlight_offline.content import content_arrays
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.evaluate import (
     EvaluationSet,
@@ -309,8 +310,9 @@ def _write_artifacts(
             M=config.index_M,
             ef_construction=config.index_ef_construction,
         )
-    with stages.stage("artifacts", "writing items, popularity and features"):
+    with stages.stage("artifacts", "writing items, content, popularity and features"):
         np.savez(out / artifacts.ITEMS, **items_arrays(final.item_records, indexed))
+        np.savez(out / artifacts.CONTENT, **content_arrays(final.item_records))
         popularity = build_popularity(
             prepared.positives,
             dataset.users,

@@ -188,6 +188,19 @@ def test_download_of_a_subset_fetches_and_verifies_only_those_files(
         download_version(artifact_store, "v1", tmp_path / "other", only=["item_tower.onnx"])
 
 
+def test_an_optional_file_an_older_version_lacks_is_skipped(
+    artifact_store: ArtifactStore, model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # GIVEN a version published before content.npz existed
+    publish_version(artifact_store, "v1", model_files, {})
+    # WHEN serving asks for it among its files, as optional
+    model_dir, _ = download_version(
+        artifact_store, "v1", tmp_path / "cache", only=["items.hnsw", "content.npz"], optional=["content.npz"]
+    )
+    # THEN the version downloads without it
+    assert (model_dir / "items.hnsw").exists() and not (model_dir / "content.npz").exists()
+
+
 def test_download_replaces_a_corrupted_local_copy(
     artifact_store: ArtifactStore, model_files: dict[str, Path], tmp_path: Path
 ) -> None:

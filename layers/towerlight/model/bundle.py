@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import onnxruntime as ort
 from towerlight import artifacts
 from towerlight.errors import ArtifactError
 from towerlight.features import FeatureSpec, Vocabulary
+from towerlight.model.content import CONTENT_ARRAYS, ContentIndex
 from towerlight.retrieval import HnswRetriever, LabelGroups, Retriever
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class CategoryIndex:
     by_name: Mapping[str, tuple[int, ...]]
     offsets: np.ndarray  # int64 [C + 1]
     members: np.ndarray  # int64: rows of category c are members[offsets[c]:offsets[c + 1]], ascending
+    item_offsets: np.ndarray  # int64 [N + 1]: codes of row i are item_codes[item_offsets[i]:...]
+    item_codes: np.ndarray  # int64
 
     @classmethod
     def from_csr(cls, names: Sequence[str], item_offsets: np.ndarray, item_codes: np.ndarray) -> CategoryIndex:
@@ -81,11 +84,17 @@ class CategoryIndex:
         by_name: dict[str, tuple[int, ...]] = {}
         for code, name in enumerate(names):
             by_name[name.casefold()] = (*by_name.get(name.casefold(), ()), code)
-        return cls(tuple(names), by_name, offsets, item_rows[order])
+        return cls(tuple(names), by_name, offsets, item_rows[order], item_offsets, item_codes)
 
     @classmethod
     def empty(cls) -> CategoryIndex:
-        return cls((), {}, np.zeros(1, dtype=np.int64), _EMPTY_ROWS)
+        return cls((), {}, np.zeros(1, dtype=np.int64), _EMPTY_ROWS, np.zeros(1, dtype=np.int64), _EMPTY_ROWS)
+
+    def codes_of_row(self, row: int) -> np.ndarray:
+        """The category codes of catalogue row ``row`` (none for a row beyond the index)."""
+        if row + 1 >= len(self.item_offsets):
+            return _EMPTY_ROWS
+        return self.item_codes[self.item_offsets[row] : self.item_offsets[row + 1]]
 
     def codes_of(self, name: str) -> tuple[int, ...]:
         """The codes named ``name`` (any case); ``()`` for an unknown category."""
@@ -199,6 +208,7 @@ class ModelBundle:
     popularity: Popularity
     two_tower: TwoTower | None
     loaded_at: float
+    content: ContentIndex | None = None  # TF-IDF of item metadata, when the version publishes it
 
     @property
     def strategy(self) -> str:
@@ -225,6 +235,9 @@ def load_bundle(model_dir: Path, manifest: Mapping[str, Any]) -> ModelBundle:
         spec = _load_spec((model_dir / artifacts.FEATURES).read_bytes(), version)
     items = arrays(artifacts.ITEMS, ITEM_ARRAYS if spec else CATALOGUE_ARRAYS)
     bundle = _build(version, manifest, items, arrays(artifacts.POPULARITY, POPULARITY_ARRAYS), spec, model_dir)
+    content = arrays(artifacts.CONTENT, CONTENT_ARRAYS)
+    if content is not None:
+        bundle = replace(bundle, content=ContentIndex.from_arrays(content, bundle.catalogue.item_ids, version))
     logger.info(
         "loaded model %s (%s, %d items) in %.0f ms",
         version,

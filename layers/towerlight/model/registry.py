@@ -62,7 +62,12 @@ def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBu
     from towerlight.model.bundle import load_bundle  # numpy and onnxruntime: imported by the loading thread
 
     model_dir, manifest = versions.download_version(
-        store, version, cache_dir, only=artifacts.SERVING_FILES, part_bytes=get_settings().download_part_bytes
+        store,
+        version,
+        cache_dir,
+        only=artifacts.SERVING_FILES,
+        optional=artifacts.OPTIONAL_SERVING_FILES,
+        part_bytes=get_settings().download_part_bytes,
     )
     return load_bundle(model_dir, manifest)
 

@@ -241,12 +241,14 @@ def download_version(
     dest_dir: Path,
     *,
     only: Collection[str] | None = None,
+    optional: Collection[str] = (),
     part_bytes: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Download and verify the files of a version into ``dest_dir/<version>/``; returns it and the manifest.
 
     ``only`` limits the download to those manifest entries (serving never loads the item tower, a
-    fifth of the bytes); each must be listed in the manifest.
+    fifth of the bytes); each must be listed in the manifest, except the ``optional`` ones (files
+    added to later versions, such as ``content.npz``), which are skipped when absent.
 
     Files are fetched concurrently (those above ``part_bytes`` in ranged parts) and hashed as they
     stream in (``towerlight.store.transfer``). They land in a temporary directory renamed into place only once
@@ -258,7 +260,9 @@ def download_version(
     """
     raw = _manifest_bytes(store, version)
     manifest = _parse_manifest(raw, version)
-    names = list(manifest["files"]) if only is None else list(only)
+    names = (
+        list(manifest["files"]) if only is None else [n for n in only if n in manifest["files"] or n not in optional]
+    )
     unknown = sorted(set(names) - set(manifest["files"]))
     if unknown:
         raise ArtifactError(f"version {version!r} has no file(s) {unknown}", {"version": version, "files": unknown})
