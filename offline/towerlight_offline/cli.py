@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from towerlight.errors import TowerlightError
 from towerlight_offline import console
 
-COMMANDS = ("db", "data", "import_", "train", "models", "ope", "serve", "invoke", "bench", "demo")
+COMMANDS = ("db", "data", "import_", "train", "models", "ope", "promotions", "serve", "invoke", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

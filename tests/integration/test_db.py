@@ -26,6 +26,7 @@ from towerlight.db.catalog import (
 )
 from towerlight.db.events import EventRow, history_and_removed, insert_events, recent_history, removed_items
 from towerlight.db.migrate import migrate
+from towerlight.db.promotions import Promotion, list_promotions, live_promotions, remove_promotion, set_promotion
 from towerlight.errors import ConfigurationError, DatabaseUnavailableError, NotFoundError
 from towerlight.recommend.service import PostgresSignals
 from towerlight_offline.local.postgres import ensure_database_url, start_embedded_postgres
@@ -452,3 +453,29 @@ def test_a_users_signals_are_read_in_one_statement(db: psycopg.Connection) -> No
     assert (user.history, user.removed, user.attributes) == (("i1",), frozenset({"i2"}), {"age": 31})
     assert len(statements) == 1
     assert db.autocommit is False  # the connection is handed back in its usual mode
+
+
+def test_live_promotions_are_those_inside_their_window_pins_first(db: psycopg.Connection) -> None:
+    # GIVEN a finished, a future, a live pin, and two live boosts
+    now = datetime.now(UTC)
+    for promotion in (
+        Promotion("ended", "pin", position=1, ends_at=now - timedelta(hours=1)),
+        Promotion("future", "boost", boost=0.5, starts_at=now + timedelta(hours=1)),
+        Promotion("weak", "boost", boost=0.2, starts_at=now - timedelta(hours=1)),
+        Promotion("strong", "boost", boost=0.9),
+        Promotion("pinned", "pin", position=3, ends_at=now + timedelta(days=1)),
+    ):
+        set_promotion(db, promotion)
+    # WHEN the live ones are read THEN only those three come back, the pin first, then by boost
+    assert [p.item_id for p in live_promotions(db)] == ["pinned", "strong", "weak"]
+    # AND replacing a promotion keeps one row per item; the list has every one, pins by position first
+    set_promotion(db, Promotion("weak", "pin", position=2))
+    assert [(p.item_id, p.mode) for p in list_promotions(db)][:3] == [
+        ("ended", "pin"),
+        ("weak", "pin"),
+        ("pinned", "pin"),
+    ]
+    assert len(list_promotions(db)) == 5
+    # AND an item without a promotion cannot be removed
+    with pytest.raises(NotFoundError):
+        remove_promotion(db, "nothing")
