@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from conftest import LambdaContext, fresh_handler, load_event
 from towerlight.config import get_settings
 from towerlight.db.catalog import ItemRow, UserRow, set_item_active, upsert_items, upsert_users
 from towerlight.db.events import EventRow, insert_events
+from towerlight.db.promotions import Promotion, remove_promotion, set_promotion
 from towerlight.model import registry
 from towerlight.recommend import service
 from towerlight.store import open_store
@@ -376,3 +378,201 @@ def test_no_published_model_is_a_503(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert status == 503
     assert body["error"]["code"] == "model_unavailable"
     assert "no model is published yet" in body["error"]["message"]
+
+
+# ---- strategies: content, hybrid, auto --------------------------------------------------------------------
+ANIMATED = {"Animation", "Children's"}  # what every film of HISTORY is
+
+
+def test_content_recommends_items_whose_metadata_matches_the_recent_ones(
+    serve: Caller, db: psycopg.Connection, item_categories: dict[str, set[str]]
+) -> None:
+    # GIVEN user 42 who clicked animated family films
+    add_events(db, USER, HISTORY)
+    # WHEN the recommend_content event asks for 10 items by content, explained
+    status, body = serve("recommend_content.json")
+    # THEN the content strategy answers with unseen items, by decreasing cosine in (0, 1]
+    assert status == 200 and body["strategy"] == "content"
+    ids = item_ids(body)
+    assert len(ids) == len(set(ids)) == 10 and not set(ids) & set(HISTORY)
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1 + 1e-6
+    # AND the best ones are animated or children's films, like the history
+    assert all(item_categories[i] & ANIMATED for i in ids[:5])
+    # AND each says which recent film it resembles and which metadata terms matched
+    for item in body["items"]:
+        retrieval = item["reasons"]["retrieval"]
+        assert retrieval["source"] == "content" and retrieval["because"]["item_id"] in HISTORY
+        assert retrieval["terms"] and all(":" in t or "=" in t for t in retrieval["terms"])
+
+
+def test_hybrid_blends_normalised_scores_with_the_requested_weights(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42 with history
+    add_events(db, USER, HISTORY)
+    # WHEN recommend_hybrid asks for an even blend of two-tower and content, explained
+    status, body = serve("recommend_hybrid.json")
+    # THEN the hybrid answers, and each score is the weighted mean of its normalised components
+    assert status == 200 and body["strategy"] == "hybrid"
+    for item in body["items"]:
+        parts = item["reasons"]["retrieval"]["components"]
+        assert set(parts) == {"two_tower", "content"} and all(0 <= v <= 1 for v in parts.values())
+        assert item["score"] == pytest.approx((parts["two_tower"] + parts["content"]) / 2, abs=1e-3)
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # AND the blend is neither strategy alone
+    _, two_tower = serve("recommend_get.json", query="k=10&strategy=two_tower")
+    _, content = serve("recommend_content.json", query="k=10&strategy=content")
+    assert item_ids(body) not in (item_ids(two_tower), item_ids(content))
+
+
+def test_hybrid_by_default_weighs_every_strategy(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42 with history
+    add_events(db, USER, HISTORY)
+    # WHEN hybrid is asked without weights
+    status, body = serve("recommend_hybrid.json", query="k=3&strategy=hybrid&explain=true")
+    # THEN the default weights blend all three strategies
+    assert status == 200 and body["strategy"] == "hybrid"
+    assert set(body["items"][0]["reasons"]["retrieval"]["components"]) == {"two_tower", "content", "popularity"}
+
+
+def test_a_new_user_asking_for_content_or_hybrid_is_served_popularity_and_told_so(serve: Caller) -> None:
+    # GIVEN a user without history WHEN content and hybrid are asked for
+    _, content = serve("recommend_content.json", path="/recommendations/newcomer")
+    _, hybrid = serve("recommend_hybrid.json", path="/recommendations/newcomer")
+    _, auto = serve("recommend_get.json", query="k=10", path="/recommendations/newcomer")
+    # THEN popularity answers both, and the response names it
+    assert content["strategy"] == hybrid["strategy"] == "popularity"
+    assert item_ids(content) == item_ids(hybrid) == item_ids(auto)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("strategy=bandit", "query.strategy"),
+        ("max_per_category=0", "query.max_per_category"),
+        ("strategy=two_tower&weights=content:1", "weights apply to strategy=hybrid only"),
+        ("strategy=hybrid&weights=content:-1", "is not <strategy>:<weight>"),
+        ("strategy=hybrid&weights=ratings:1", "is not <strategy>:<weight>"),
+        ("strategy=hybrid&weights=content:0", "at least one weight must be positive"),
+    ],
+)
+def test_bad_strategy_and_rule_parameters_are_422s(serve: Caller, query: str, expected: str) -> None:
+    # GIVEN / WHEN a request with a bad parameter
+    status, body = serve("recommend_get.json", query=query)
+    # THEN a 422 in the error contract names what is wrong
+    assert status == 422 and body["error"]["code"] == "invalid_request"
+    assert expected in json.dumps(body["error"])
+
+
+# ---- explain -----------------------------------------------------------------------------------------------
+def test_explain_names_the_recent_item_each_recommendation_comes_from(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42 with history, and their page without explanations
+    add_events(db, USER, HISTORY)
+    _, plain = serve("recommend_get.json", query="k=5")
+    # WHEN recommend_explain asks for the same page, explained
+    status, body = serve("recommend_explain.json")
+    # THEN the page is the same, and every item names its source and the recent item it resembles
+    assert status == 200 and item_ids(body) == item_ids(plain)
+    assert all("reasons" not in item for item in plain["items"])
+    for item in body["items"]:
+        reasons = item["reasons"]
+        assert reasons["retrieval"]["source"] == "two_tower"
+        assert reasons["retrieval"]["because"]["item_id"] in HISTORY
+        assert -1 <= reasons["retrieval"]["because"]["similarity"] <= 1 + 1e-6
+        assert reasons["ranker"] == [] and reasons["rules"] == []
+
+
+def test_explain_of_popularity_names_the_segment(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN a new user in a published demographic segment
+    upsert_users(db, [UserRow("newcomer", {"gender": "F", "age": 24, "occupation": "writer"})])
+    db.commit()
+    # WHEN explained
+    _, body = serve("recommend_explain.json", path="/recommendations/newcomer")
+    # THEN popularity found the items, in that segment, with no recent item to point at
+    retrieval = body["items"][0]["reasons"]["retrieval"]
+    assert body["strategy"] == "popularity" and retrieval["source"] == "popularity"
+    assert retrieval["segment"] and "because" not in retrieval
+
+
+# ---- business rules: promotions, caps, strict backfill ----------------------------------------------------
+def test_promotions_are_pinned_or_boosted_within_the_per_page_cap(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42's top 20, and promotions: a seen film pinned first, rank 10 pinned second, rank 13
+    # pinned fourth, and rank 16 boosted to the top (three eligible promotions, two allowed per page)
+    add_events(db, USER, HISTORY)
+    ranked = item_ids(serve("recommend_get.json", query="k=20")[1])
+    for promotion in (
+        Promotion(HISTORY[0], "pin", position=1),
+        Promotion(ranked[9], "pin", position=2),
+        Promotion(ranked[12], "pin", position=4),
+        Promotion(ranked[15], "boost", boost=1.0),
+    ):
+        set_promotion(db, promotion)
+    db.commit()
+    # WHEN recommend_promotions asks for 5 items, explained
+    status, body = new_process()("recommend_promotions.json")
+    # THEN the two pins hold their places, the seen film and the boost (over the cap) are left out
+    assert status == 200
+    assert item_ids(body) == [ranked[0], ranked[9], ranked[1], ranked[12], ranked[2]]
+    rules = [item["reasons"]["rules"] for item in body["items"]]
+    assert rules == [[], [{"rule": "pinned", "position": 2}], [], [{"rule": "pinned", "position": 4}], []]
+    # WHEN one pin is removed
+    remove_promotion(db, ranked[12])
+    db.commit()
+    _, body = new_process()("recommend_promotions.json")
+    # THEN the boosted film, now within the cap, climbs to the top
+    assert item_ids(body) == [ranked[15], ranked[9], ranked[0], ranked[1], ranked[2]]
+    assert body["items"][0]["reasons"]["rules"] == [{"rule": "promoted", "boost": 1.0}]
+
+
+def test_max_per_category_caps_every_category_on_the_page(
+    serve: Caller, db: psycopg.Connection, item_categories: dict[str, set[str]]
+) -> None:
+    # GIVEN user 42, whose uncapped top 10 repeats a category more than twice
+    add_events(db, USER, HISTORY)
+    _, uncapped = serve("recommend_get.json", query="k=10")
+    assert max(Counter(c for i in item_ids(uncapped) for c in item_categories[i]).values()) > 2
+    # WHEN recommend_caps allows at most 2 per category
+    status, body = serve("recommend_caps.json")
+    # THEN 10 items come back with no category more than twice
+    ids = item_ids(body)
+    assert status == 200 and len(ids) == 10 and not set(ids) & set(HISTORY)
+    assert max(Counter(c for i in ids for c in item_categories[i]).values()) <= 2
+    # AND the items that took the place of capped ones say so
+    capped = [r for item in body["items"] for r in item["reasons"]["rules"] if r["rule"] == "capped"]
+    assert capped and all(r["skipped"] >= 1 for r in capped)
+
+
+def test_strict_backfill_still_respects_the_category_cap(serve: Caller, item_categories: dict[str, set[str]]) -> None:
+    # GIVEN / WHEN a new user strictly asks for 20 items, at most 3 per category
+    status, body = serve(
+        "recommend_caps.json", path="/recommendations/newcomer", query="k=20&max_per_category=3&strict=true"
+    )
+    # THEN exactly 20 come back within the cap
+    ids = item_ids(body)
+    assert status == 200 and len(set(ids)) == 20
+    assert max(Counter(c for i in ids for c in item_categories[i]).values()) <= 3
+    # WHEN 3 Animation films are strictly asked for, at most 2 per category
+    status, body = serve(
+        "recommend_caps.json",
+        path="/recommendations/newcomer",
+        query="k=3&category=Animation&max_per_category=2&strict=true",
+    )
+    # THEN the cap makes it impossible, and the 422 says only 2 can be recommended
+    assert status == 422 and body["error"]["code"] == "not_enough_items"
+    assert body["error"]["details"] == {"requested": 3, "available": 2}
+
+
+# ---- POST /rank by strategy, explained -------------------------------------------------------------------
+def test_rank_by_content_explains_known_items_and_puts_unknown_ones_last(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42 with history (Toy Story, "1", the newest)
+    add_events(db, USER, HISTORY)
+    # WHEN recommend_rank_explain ranks Toy Story, four other films and an unknown id by content
+    status, body = serve("recommend_rank_explain.json")
+    # THEN content orders the known ones, Toy Story first (it resembles itself), the unknown one last
+    assert status == 200 and body["strategy"] == "content"
+    ids = item_ids(body)
+    assert ids[0] == "1" and ids[-1] == "999999" and sorted(ids[1:-1]) == ["100", "181", "258", "50"]
+    scores = [item["score"] for item in body["items"][:-1]]
+    assert scores == sorted(scores, reverse=True) and body["items"][-1]["score"] is None
+    assert body["items"][0]["reasons"]["retrieval"]["because"] == {"item_id": "1", "similarity": 1.0}
+    assert body["items"][-1]["reasons"] == {"retrieval": {"source": "unknown"}, "ranker": [], "rules": []}

@@ -11,6 +11,7 @@ from itertools import chain
 import numpy as np
 import pytest
 
+from towerlight.db.promotions import Promotion
 from towerlight.errors import (
     ArtifactError,
     ModelUnavailableError,
@@ -23,14 +24,13 @@ from towerlight.model.bundle import Catalogue, CategoryIndex, ModelBundle, Popul
 from towerlight.recommend.filters import (
     EMPTY_ROWS,
     Exclusions,
-    NotEnoughItemsError,
     build_exclusions,
     catalogue_chunks,
     contains,
-    fill_strict,
     sorted_rows,
     take_allowed,
 )
+from towerlight.recommend.rules import NotEnoughItemsError, PageRules, assemble_page
 from towerlight.recommend.service import RecommendationService, RecommendQuery, UserSignals
 
 # Eight items; categories per row: Comedy (0), Drama (1), Horror (2).
@@ -143,21 +143,31 @@ def test_take_allowed_stops_reading_a_lazy_source_once_it_has_k() -> None:
     assert consumed == [1000]
 
 
-def test_fill_strict_backfills_in_source_order_up_to_exactly_k() -> None:
+def test_strict_page_backfills_in_source_order_up_to_exactly_k() -> None:
     # GIVEN two personalised rows, a popularity list and the catalogue, with Horror excluded
-    rules = build_exclusions(make_catalogue(), banned_ids=(), inactive_rows=EMPTY_ROWS, exclude_categories=["Horror"])
+    catalogue = make_catalogue()
+    rules = build_exclusions(catalogue, banned_ids=(), inactive_rows=EMPTY_ROWS, exclude_categories=["Horror"])
     # WHEN five rows are required
-    rows = fill_strict(np.array([6, 1]), 5, rules, chain([np.array([1, 4, 3])], catalogue_chunks(8)))
+    page = assemble_page(
+        np.array([6, 1]),
+        PageRules(k=5, strict=True),
+        catalogue,
+        rules,
+        backfill=chain([np.array([1, 4, 3])], catalogue_chunks(8)),
+    )
     # THEN popularity fills first (without repeating 1 or taking Horror's 3), then the catalogue
-    assert rows.tolist() == [6, 1, 4, 0, 5]
+    assert [p.row for p in page] == [6, 1, 4, 0, 5]
+    assert [p.applied for p in page[:2]] == [[], []]
+    assert all(p.applied == [{"rule": "backfilled"}] for p in page[2:])
 
 
-def test_fill_strict_says_how_many_items_exist_when_fewer_than_k() -> None:
+def test_strict_page_says_how_many_items_exist_when_fewer_than_k() -> None:
     # GIVEN only Horror items (rows 2, 3, 7), one of them banned
-    rules = build_exclusions(make_catalogue(), banned_ids={"i3"}, inactive_rows=EMPTY_ROWS, categories=["Horror"])
+    catalogue = make_catalogue()
+    rules = build_exclusions(catalogue, banned_ids={"i3"}, inactive_rows=EMPTY_ROWS, categories=["Horror"])
     # WHEN five are required
     with pytest.raises(NotEnoughItemsError) as caught:
-        fill_strict(EMPTY_ROWS, 5, rules, chain([], catalogue_chunks(8)))
+        assemble_page(EMPTY_ROWS, PageRules(k=5, strict=True), catalogue, rules, backfill=catalogue_chunks(8))
     # THEN the error is a 422 that names the requested and available counts
     assert http_status(caught.value) == 422
     assert caught.value.code == "not_enough_items"
@@ -168,9 +178,12 @@ def test_fill_strict_says_how_many_items_exist_when_fewer_than_k() -> None:
 class FakeSignals:
     """A ``SignalSource`` with fixed answers."""
 
-    def __init__(self, user: UserSignals, inactive: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, user: UserSignals, inactive: frozenset[str] = frozenset(), promotions: tuple[Promotion, ...] = ()
+    ) -> None:
         self._user = user
         self._inactive = inactive
+        self._promotions = promotions
         self.asked_attributes: list[bool] = []
 
     def user(self, user_id: str, lookback: int, *, attributes: bool) -> UserSignals:
@@ -179,6 +192,9 @@ class FakeSignals:
 
     def inactive_items(self) -> frozenset[str]:
         return self._inactive
+
+    def promotions(self) -> tuple[Promotion, ...]:
+        return self._promotions
 
 
 def popularity_bundle() -> ModelBundle:

@@ -23,11 +23,14 @@ from fastapi.responses import JSONResponse
 from towerlight.api.base import create_app
 from towerlight.recommend.schemas import (
     ERROR_RESPONSES,
+    STRATEGY_HELP,
+    WEIGHTS_HELP,
     RankRequest,
     RankResponse,
     RecommendationsResponse,
     SimilarItemsResponse,
     Strategy,
+    hybrid_weights,
     rank_items,
     split_values,
 )
@@ -70,12 +73,17 @@ def create_recommend_app(
     async def recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=256)],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 10,
-        strategy: Annotated[Strategy, Query(description="auto: two_tower, popularity for new users")] = "auto",
+        strategy: Annotated[Strategy, Query(description=STRATEGY_HELP)] = "auto",
+        weights: Annotated[str | None, Query(max_length=200, description=WEIGHTS_HELP)] = None,
         exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
         exclude: Annotated[list[str], Query(description="item ids (repeat or comma-separate)")] = [],  # noqa: B006
         category: Annotated[list[str], Query(description="only items in one of these categories")] = [],  # noqa: B006
         exclude_category: Annotated[list[str], Query(description="no items in these categories")] = [],  # noqa: B006
         strict: Annotated[bool, Query(description="always exactly k items, back-filled")] = False,
+        max_per_category: Annotated[
+            int | None, Query(ge=1, le=MAX_K, description="at most this many items of any one category")
+        ] = None,
+        explain: Annotated[bool, Query(description="per item reasons: retrieval, ranker, rules")] = False,
     ) -> JSONResponse:
         started = time.perf_counter()
         query = RecommendQuery(
@@ -86,6 +94,9 @@ def create_recommend_app(
             categories=split_values(category, name="category"),
             exclude_categories=split_values(exclude_category, name="exclude_category"),
             strict=strict,
+            weights=hybrid_weights(strategy, weights),
+            max_per_category=max_per_category,
+            explain=explain,
         )
         result = service().recommend(user_id, query)
         _record(metrics, "recommendations", started, result.model_version, result.fallbacks)
@@ -94,7 +105,13 @@ def create_recommend_app(
     @app.post("/rank", response_model=RankResponse, responses=ERROR_RESPONSES, tags=["recommendations"])
     async def rank(request: RankRequest) -> JSONResponse:
         started = time.perf_counter()
-        result = service().rank(request.user_id, rank_items(request), request.strategy)
+        result = service().rank(
+            request.user_id,
+            rank_items(request),
+            request.strategy,
+            weights=hybrid_weights(request.strategy, request.weights),
+            explain=request.explain,
+        )
         _record(metrics, "rank", started, result.model_version, result.fallbacks)
         return JSONResponse(result.to_json())
 

@@ -1,4 +1,4 @@
-"""Recommendations: the domain service (two-tower retrieval, popularity, filters, strict backfill).
+"""Recommendations: the domain service (strategies, filters, business rules, explanations).
 
 Example::
 
@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from towerlight.recommend.filters import NotEnoughItemsError
+from towerlight.recommend.rules import NotEnoughItemsError
 from towerlight.recommend.service import (
     PostgresSignals,
     Recommendations,

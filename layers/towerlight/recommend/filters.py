@@ -1,4 +1,4 @@
-"""Which rows a request may return, and how a strict request is filled up to exactly k.
+"""Which rows a request may return (the ``Exclusions``), and walks down long lists of rows.
 
 Row sets are sorted int64 arrays of catalogue rows; membership of a few candidates is a binary search,
 so a request costs O(candidates x log N) and never allocates anything the size of the catalogue. The
@@ -28,12 +28,6 @@ from towerlight.model.bundle import Catalogue
 EMPTY_ROWS = np.empty(0, dtype=np.int64)
 # A walk down a long list (popularity, the catalogue) examines at most this many rows at once.
 MAX_CHUNK_ROWS = 4096
-
-
-class NotEnoughItemsError(ValidationError):
-    """``strict=true`` asked for more items than the catalogue can offer after the filters (HTTP 422)."""
-
-    code = "not_enough_items"
 
 
 def sorted_rows(rows: Iterable[int]) -> np.ndarray:
@@ -151,14 +145,8 @@ def _chunks(sources: Iterable[np.ndarray], first: int) -> Iterator[np.ndarray]:
             size = min(2 * size, MAX_CHUNK_ROWS)
 
 
-def take_allowed(
-    sources: Iterable[np.ndarray],
-    rules: Exclusions,
-    k: int,
-    *,
-    skip: np.ndarray = EMPTY_ROWS,
-) -> np.ndarray:
-    """The first ``k`` allowed rows of ``sources`` (walked in order, chunk by chunk), without ``skip``.
+def take_allowed(sources: Iterable[np.ndarray], rules: Exclusions, k: int) -> np.ndarray:
+    """The first ``k`` allowed rows of ``sources`` (walked in order, chunk by chunk), each once.
 
     ``sources`` is read lazily: pass ``itertools.chain(popular_rows, catalogue_chunks(n))`` to fall
     back on the whole catalogue without materialising it.
@@ -168,7 +156,7 @@ def take_allowed(
     [2, 3]
     """
     taken: list[np.ndarray] = []
-    seen = np.sort(skip)
+    seen = EMPTY_ROWS
     count = 0
     for block in _chunks(sources, max(2 * k, 32)):
         if count >= k:
@@ -180,27 +168,3 @@ def take_allowed(
             count += len(block)
             seen = np.union1d(seen, block)  # sources may overlap (a segment, then overall popularity)
     return np.concatenate(taken) if taken else EMPTY_ROWS
-
-
-def fill_strict(chosen: np.ndarray, k: int, rules: Exclusions, sources: Iterable[np.ndarray]) -> np.ndarray:
-    """``chosen`` followed by allowed rows from ``sources`` until there are exactly ``k``.
-
-    Raises ``NotEnoughItemsError`` when even the whole of ``sources`` cannot supply them (pass the
-    catalogue, or the included categories, last).
-
-    >>> rules = Exclusions(banned=EMPTY_ROWS, inactive=EMPTY_ROWS)
-    >>> fill_strict(np.array([7]), 3, rules, chain([np.array([7, 2])], catalogue_chunks(10))).tolist()
-    [7, 2, 0]
-    """
-    chosen = chosen[:k]
-    if len(chosen) == k:
-        return chosen
-    extra = take_allowed(sources, rules, k - len(chosen), skip=chosen)
-    rows = np.concatenate([chosen, extra])
-    if len(rows) < k:
-        raise NotEnoughItemsError(
-            f"strict=true asked for exactly {k} items, but only {len(rows)} can be recommended to this "
-            "user with these filters",
-            {"requested": k, "available": len(rows)},
-        )
-    return rows

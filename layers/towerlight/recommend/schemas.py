@@ -17,23 +17,57 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from towerlight.errors import PayloadTooLargeError, ValidationError
+from towerlight.recommend.strategies import HybridWeights
 
-Strategy = Literal["auto", "two_tower", "popularity"]
+Strategy = Literal["auto", "two_tower", "popularity", "content", "hybrid"]
+ServedStrategy = Literal["two_tower", "popularity", "content", "hybrid"]
 MAX_LIST_VALUES = 500  # exclude ids / categories in one request
 MAX_RANK_ITEMS = 500  # items one POST /rank may order (more is a 413)
+STRATEGY_HELP = (
+    "auto: the best the model and the user allow (two_tower, else content, else popularity); "
+    "hybrid: weighted sum of the others' normalised scores"
+)
+WEIGHTS_HELP = "hybrid weights, e.g. two_tower:0.6,content:0.25,popularity:0.15 (the default)"
+
+
+class Because(BaseModel):
+    item_id: str = Field(description="the user's recent item most similar to this one")
+    similarity: float
+
+
+class Retrieval(BaseModel):
+    source: str = Field(description="the strategy that found the item; backfill; unknown (rank)")
+    because: Because | None = None
+    terms: list[str] | None = Field(default=None, description="content: the matching metadata terms")
+    segment: str | None = Field(default=None, description="popularity: the demographic segment")
+    components: dict[str, float] | None = Field(default=None, description="hybrid: normalised component scores")
+
+
+class Contribution(BaseModel):
+    feature: str
+    contribution: float
+
+
+class Reasons(BaseModel):
+    retrieval: Retrieval
+    ranker: list[Contribution] = Field(description="the ranker's strongest feature contributions (empty without)")
+    rules: list[dict[str, object]] = Field(
+        description="rules applied: promoted {boost}, pinned {position}, capped {skipped}, backfilled"
+    )
 
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="model score (inner product) or popularity score; higher is better")
+    score: float = Field(description="the served strategy's score (hybrid: in [0, 1]); higher is better")
     rank: int = Field(ge=1)
+    reasons: Reasons | None = Field(default=None, description="with explain=true only")
 
 
 class RecommendationsResponse(BaseModel):
     user_id: str
     recommendation_id: str = Field(description="echo it in events (recommendation_id) to attribute them")
     model_version: str
-    strategy: Literal["two_tower", "popularity"]
+    strategy: ServedStrategy = Field(description="the strategy that answered (auto resolved)")
     variant: str | None = Field(default=None, description="experiment variant (null without experiments)")
     items: list[RecommendedItem]
 
@@ -43,7 +77,9 @@ class RankRequest(BaseModel):
     item_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         min_length=1, description=f"at most {MAX_RANK_ITEMS} item ids, in any order"
     )
-    strategy: Strategy = "auto"
+    strategy: Strategy = Field(default="auto", description=STRATEGY_HELP)
+    weights: str | None = Field(default=None, description=WEIGHTS_HELP)
+    explain: bool = False
 
 
 class RankedItem(RecommendedItem):
@@ -94,6 +130,21 @@ def split_values(values: Iterable[str], *, name: str = "exclude") -> tuple[str, 
             {"parameter": name, "limit": MAX_LIST_VALUES},
         )
     return out
+
+
+def hybrid_weights(strategy: str, weights: str | None) -> HybridWeights | None:
+    """The parsed ``weights`` parameter; a ``ValidationError`` (422) unless the strategy is hybrid.
+
+    >>> hybrid_weights("hybrid", "two_tower:1,content:1").weights
+    {'two_tower': 1.0, 'content': 1.0}
+    """
+    if weights is None:
+        return None
+    if strategy != "hybrid":
+        raise ValidationError(
+            f"weights apply to strategy=hybrid only, not {strategy!r}", {"parameter": "weights", "strategy": strategy}
+        )
+    return HybridWeights.parse(weights)
 
 
 def rank_items(request: RankRequest) -> list[str]:

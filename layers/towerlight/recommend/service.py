@@ -1,10 +1,12 @@
-"""The recommendation domain: who the user is (Postgres), what the model says, what the filters allow.
+"""The recommendation domain: who the user is (Postgres), what the model says, what the rules allow.
 
-Per request: one query for the user's recent events, removed items and (when the model uses them) attributes,
-the ONNX user tower, hnswlib top-C, filters over those C candidates only, top-k. A user without history
-gets popularity (their demographic segment's when the version publishes one); a database that cannot
-be read degrades to popularity instead of failing. ``strict`` back-fills from popularity, then from any
-item, and says so clearly when fewer than k items can be recommended at all.
+Per request: one query for the user's recent events, removed items and (when the model uses them)
+attributes, plus cached inactive item and promotion lookups; the strategy's candidates (``strategies``:
+two-tower top-C, content, popularity or a hybrid of them), filtered by the ``Exclusions`` over those
+candidates only; then the page (``rules``: promotions, per-category caps, strict back-fill from
+popularity, then from any item) and, with ``explain``, the reasons of each item (``explain``). A user
+without history gets popularity (their demographic segment's when the version publishes one); a
+database that cannot be read degrades to popularity instead of failing.
 
 Example::
 
@@ -17,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -30,37 +33,41 @@ from typing import Any, Protocol
 import numpy as np
 import psycopg
 
-from towerlight.config import get_settings
+from towerlight.config import env_number, get_settings
 from towerlight.db import connection as db_connection
 from towerlight.db.catalog import inactive_items
 from towerlight.db.events import history_and_removed
+from towerlight.db.promotions import Promotion, live_promotions
 from towerlight.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ModelUnavailableError,
     NotFoundError,
+    ValidationError,
 )
 from towerlight.event_types import POSITIVE_EVENT_TYPES
-from towerlight.model.bundle import ModelBundle, TwoTower
+from towerlight.model.bundle import ModelBundle
 from towerlight.model.registry import get_registry
-from towerlight.recommend.filters import (
-    EMPTY_ROWS,
-    Exclusions,
-    build_exclusions,
-    catalogue_chunks,
-    fill_strict,
-    sorted_rows,
-    take_allowed,
+from towerlight.recommend.explain import reasons
+from towerlight.recommend.filters import EMPTY_ROWS, Exclusions, build_exclusions, catalogue_chunks, sorted_rows
+from towerlight.recommend.rules import DEFAULT_MAX_PROMOTED, LivePromotions, PageRules, Placement, assemble_page
+from towerlight.recommend.strategies import (
+    CONTENT_HISTORY,
+    DEFAULT_HYBRID_WEIGHTS,
+    BestAvailable,
+    HybridWeights,
+    StrategyChoice,
+    StrategyPolicy,
+    TwoTowerScorer,
+    UserContext,
+    resolve,
+    scorer_for,
 )
 
 logger = logging.getLogger(__name__)
 
 # Events read per request: the tower uses the newest positive ones, the seen-filter all of them.
 SEEN_LOOKBACK = 200
-# An included category this small is scored whole (exact); a larger one is found among ANN candidates.
-EXACT_CATEGORY_ROWS = 5000
-# When filters leave fewer than k of the top-C candidates, search once more this many times wider.
-WIDEN_FACTOR = 8
 _POSITIVE = frozenset(POSITIVE_EVENT_TYPES)
 _DATABASE_ERRORS = (DatabaseUnavailableError, ConfigurationError, psycopg.Error)
 
@@ -74,12 +81,15 @@ class RecommendQuery:
     """
 
     k: int = 10
-    strategy: str = "auto"  # auto | two_tower | popularity
+    strategy: str = "auto"  # auto | two_tower | popularity | content | hybrid
     exclude_seen: bool = True
     exclude: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     exclude_categories: tuple[str, ...] = ()
     strict: bool = False
+    weights: HybridWeights | None = None  # hybrid only; None: the service's default weights
+    max_per_category: int | None = None
+    explain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,7 @@ class ScoredItem:
     item_id: str
     score: float | None  # None: an item the model cannot score (``rank`` of an unknown id)
     rank: int
+    reasons: dict[str, Any] | None = None  # with explain=true (see towerlight.recommend.explain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +141,22 @@ class SimilarItems:
 
 
 def _items_json(items: list[ScoredItem]) -> list[dict[str, Any]]:
-    return [{"item_id": i.item_id, "score": i.score, "rank": i.rank} for i in items]
+    return [
+        {"item_id": i.item_id, "score": i.score, "rank": i.rank}
+        if i.reasons is None
+        else {"item_id": i.item_id, "score": i.score, "rank": i.rank, "reasons": i.reasons}
+        for i in items
+    ]
 
 
-def _scored(bundle: ModelBundle, rows: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+def _scored(
+    bundle: ModelBundle, rows: np.ndarray, scores: np.ndarray, explained: list[dict[str, Any]] | None = None
+) -> list[ScoredItem]:
     ids = bundle.catalogue.item_ids[rows].tolist()
-    return [ScoredItem(i, round(s, 6), r) for r, (i, s) in enumerate(zip(ids, scores.tolist(), strict=True), 1)]
+    why: list[dict[str, Any] | None] = list(explained) if explained is not None else [None] * len(ids)
+    return [
+        ScoredItem(i, round(s, 6), r, w) for r, (i, s, w) in enumerate(zip(ids, scores.tolist(), why, strict=True), 1)
+    ]
 
 
 # ---- what the database says about a user -----------------------------------------------------------------
@@ -153,11 +174,13 @@ class UserSignals:
 
 
 class SignalSource(Protocol):
-    """Where the service reads users and the inactive items from (Postgres, or a fake in tests)."""
+    """Where the service reads users, the inactive items and the promotions from (Postgres, or a fake)."""
 
     def user(self, user_id: str, lookback: int, *, attributes: bool) -> UserSignals: ...
 
     def inactive_items(self) -> frozenset[str]: ...
+
+    def promotions(self) -> tuple[Promotion, ...]: ...
 
 
 @dataclass
@@ -170,8 +193,9 @@ class _Expiring:
 class PostgresSignals:
     """``SignalSource`` on the shared Postgres connection: one query (one round trip) per request.
 
-    The inactive items are cached for a short time; after a database failure the source answers
-    "unavailable" for ``retry_after`` seconds instead of waiting on a dead server for every request.
+    The inactive items and the live promotions are cached for a short time; after a database failure
+    the source answers "unavailable" for ``retry_after`` seconds instead of waiting on a dead server for
+    every request.
 
     >>> PostgresSignals().user("42", 200, attributes=True).history[:3]
     ('50', '181', '1')
@@ -181,7 +205,7 @@ class PostgresSignals:
     retry_after: float = 5.0
     connection: Callable[[], psycopg.Connection] = db_connection.shared_connection
     clock: Callable[[], float] = time.monotonic
-    _inactive: _Expiring = field(default_factory=lambda: _Expiring(frozenset(), float("-inf")), init=False)
+    _shared: dict[str, _Expiring] = field(default_factory=dict, init=False, repr=False)
     _down_until: float = field(default=float("-inf"), init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -199,18 +223,28 @@ class PostgresSignals:
         return UserSignals(positive, frozenset(removed), attrs)
 
     def inactive_items(self) -> frozenset[str]:
+        return self._cached("inactive", lambda conn: frozenset(inactive_items(conn)), frozenset())
+
+    def promotions(self) -> tuple[Promotion, ...]:
+        return self._cached("promotions", lambda conn: tuple(live_promotions(conn)), ())
+
+    def _cached(self, key: str, read: Callable[[psycopg.Connection], Any], empty: Any) -> Any:
+        """A catalogue-wide table read at most every ``inactive_ttl`` seconds.
+
+        An unchanged value keeps its identity, so callers may cache what they derive from it.
+        """
         now = self.clock()
-        cached = self._inactive
+        cached = self._shared.get(key) or _Expiring(empty, float("-inf"))
         if now < cached.expires or now < self._down_until:
             return cached.value
         try:
             with self._lock, self._reading() as conn:
-                ids = frozenset(inactive_items(conn))
+                value = read(conn)
         except _DATABASE_ERRORS as exc:
             self._failed(exc, now)
-            return cached.value  # the last known set is better than none
-        self._inactive = _Expiring(ids if ids != cached.value else cached.value, now + self.inactive_ttl)
-        return self._inactive.value
+            return cached.value  # the last known value is better than none
+        self._shared[key] = _Expiring(value if value != cached.value else cached.value, now + self.inactive_ttl)
+        return self._shared[key].value
 
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Connection]:
@@ -233,32 +267,13 @@ class PostgresSignals:
         self._down_until = now + self.retry_after
 
 
-@dataclass(slots=True)
-class _Personal:
-    """What one request knows about its user: signals, embedding (None: popularity), fallbacks taken."""
-
-    bundle: ModelBundle
-    user: UserSignals
-    tower: TwoTower | None
-    vector: np.ndarray | None
-    fallbacks: list[str]
-
-    @property
-    def strategy(self) -> str:
-        return "popularity" if self.vector is None else "two_tower"
-
-    def scores(self, rows: np.ndarray) -> np.ndarray:
-        """Scores of ``rows`` for this user: inner products with the user embedding, else popularity."""
-        if self.tower is not None and self.vector is not None:
-            return self.tower.embeddings[rows] @ self.vector
-        return self.bundle.popularity.score_by_row[rows]
-
-
 # ---- the service -----------------------------------------------------------------------------------------
 class RecommendationService:
-    """Recommendations and similar items from the served model and the user's signals.
+    """Recommendations, ranking and similar items from the served model and the user's signals.
 
-    ``model`` returns the bundle to serve (``ModelRegistry.get``); ``signals`` reads users from Postgres.
+    ``model`` returns the bundle to serve (``ModelRegistry.get``); ``signals`` reads users from Postgres;
+    ``policy`` picks the strategy of ``auto`` requests; ``weights`` are the hybrid's default weights;
+    ``max_promoted`` caps the promoted items of one page.
 
     Example::
 
@@ -274,22 +289,30 @@ class RecommendationService:
         *,
         candidates: int = 200,
         lookback: int = SEEN_LOOKBACK,
+        policy: StrategyPolicy | None = None,
+        weights: HybridWeights = DEFAULT_HYBRID_WEIGHTS,
+        max_promoted: int = DEFAULT_MAX_PROMOTED,
     ) -> None:
         self._model = model
         self._signals = signals
         self.candidates = candidates
         self.lookback = lookback
+        self.policy = policy or BestAvailable()
+        self.weights = weights
+        self.max_promoted = max_promoted
         self._inactive_cache: tuple[ModelBundle, frozenset[str], np.ndarray] | None = None
 
     def recommend(self, user_id: str, query: RecommendQuery) -> Recommendations:
-        """Top-``query.k`` items for ``user_id``, best first.
+        """Top-``query.k`` items for ``user_id``, best first (promotions and caps applied).
 
         >>> service.recommend("42", RecommendQuery(k=2)).items
         [ScoredItem(item_id='174', score=0.61, rank=1), ScoredItem(item_id='50', score=0.58, rank=2)]
         """
         bundle = self._model()
-        me = self._personalize(bundle, user_id, query.strategy)
-        user = me.user
+        weights = query.weights or self.weights
+        context, user = self._context(bundle, user_id, query.strategy, weights)
+        choice = resolve(query.strategy, context, weights, self.policy)
+        scorer = scorer_for(context, choice.strategy, weights, self.candidates)
         rules = build_exclusions(
             bundle.catalogue,
             banned_ids=user.removed.union(query.exclude, user.history if query.exclude_seen else ()),
@@ -297,36 +320,60 @@ class RecommendationService:
             categories=query.categories,
             exclude_categories=query.exclude_categories,
         )
-        popular, _ = bundle.popularity.for_attributes(user.attributes, me.tower.spec if me.tower else None)
-        if me.tower is not None and me.vector is not None:
-            rows = self._two_tower_rows(me.tower, me.vector, rules, query.k)
-        else:
-            rows = self._popular_rows(bundle, popular, rules, query.k)
-        if query.strict and len(rows) < query.k:
-            me.fallbacks.append("backfill")
-            rows = fill_strict(rows, query.k, rules, _backfill_sources(bundle, popular, rules))
-        return self._answer(user_id, bundle, me, _scored(bundle, rows, me.scores(rows)))
+        page_rules = PageRules(query.k, query.max_per_category, self.max_promoted, query.strict)
+        promotions = LivePromotions.select(self._signals.promotions(), bundle.catalogue, rules, page_rules)
+        # Caps skip candidates and boosts climb a share of the top-C: both need the whole candidate list.
+        simple = query.max_per_category is None and not promotions.boosts
+        candidates = scorer.candidates(rules, query.k if simple else max(query.k, self.candidates))
+        page = assemble_page(
+            candidates,
+            page_rules,
+            bundle.catalogue,
+            rules,
+            promotions=promotions,
+            backfill=_backfill_sources(bundle, context.popular, rules),
+        )
+        if any(rule["rule"] == "backfilled" for placed in page for rule in placed.applied):
+            context.fallbacks.append("backfill")
+        rows = np.fromiter((p.row for p in page), dtype=np.int64, count=len(page))
+        explained = reasons(context, scorer, page) if query.explain else None
+        return self._answer(user_id, bundle, context, choice, _scored(bundle, rows, scorer.scores(rows), explained))
 
-    def rank(self, user_id: str, item_ids: Sequence[str], strategy: str = "auto") -> Recommendations:
-        """The caller's ``item_ids`` in ``user_id``'s order, best first; nothing is filtered out.
+    def rank(
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        strategy: str = "auto",
+        *,
+        weights: HybridWeights | None = None,
+        explain: bool = False,
+    ) -> Recommendations:
+        """The caller's ``item_ids`` in ``user_id``'s order by ``strategy``, best first; nothing is filtered out.
 
-        Ids the model does not know come last, in the caller's order, with a null score.
+        Ids the model does not know come last, in the caller's order, with a null score (a hybrid
+        normalises its components over the caller's known items).
 
         >>> [(i.item_id, i.score) for i in service.rank("42", ["181", "new-item", "50"]).items]
         [('50', 0.58), ('181', 0.41), ('new-item', None)]
         """
         bundle = self._model()
-        me = self._personalize(bundle, user_id, strategy)
+        weights = weights or self.weights
+        context, _ = self._context(bundle, user_id, strategy, weights)
+        choice = resolve(strategy, context, weights, self.policy)
+        scorer = scorer_for(context, choice.strategy, weights, self.candidates)
         catalogue = bundle.catalogue
         wanted = list(dict.fromkeys(item_ids))
         known = [(item_id, row) for item_id in wanted if (row := catalogue.row_of(item_id)) is not None]
         rows = np.fromiter((row for _, row in known), dtype=np.int64, count=len(known))
-        scores = me.scores(rows)
+        scores = scorer.scores(rows)
         order = np.argsort(-scores, kind="stable")
-        items = _scored(bundle, rows[order], scores[order])
+        rows, scores = rows[order], scores[order]
+        explained = reasons(context, scorer, [Placement(int(row)) for row in rows]) if explain else None
+        items = _scored(bundle, rows, scores, explained)
         unknown = [item_id for item_id in wanted if catalogue.row_of(item_id) is None]
-        items += [ScoredItem(item_id, None, len(items) + n) for n, item_id in enumerate(unknown, 1)]
-        return self._answer(user_id, bundle, me, items)
+        unexplained = {"retrieval": {"source": "unknown"}, "ranker": [], "rules": []} if explain else None
+        items += [ScoredItem(item_id, None, len(items) + n, unexplained) for n, item_id in enumerate(unknown, 1)]
+        return self._answer(user_id, bundle, context, choice, items)
 
     def similar_items(self, item_id: str, k: int) -> SimilarItems:
         """The ``k`` items closest to ``item_id`` in the item embedding space (inactive ones left out).
@@ -345,69 +392,55 @@ class RecommendationService:
                 f"similar items need the two-tower model; version {bundle.version} serves popularity only",
                 {"model_version": bundle.version},
             )
-        tower = bundle.two_tower
         rules = Exclusions(banned=np.array([row], dtype=np.int64), inactive=self._inactive_rows(bundle))
-        vector = tower.embeddings[row]
-        rows = self._two_tower_rows(tower, vector, rules, k)
-        return SimilarItems(item_id, bundle.version, _scored(bundle, rows, tower.embeddings[rows] @ vector))
+        vector = bundle.two_tower.embeddings[row]
+        context = UserContext(bundle, EMPTY_ROWS, bundle.popularity.rows, None, vector=vector)
+        scorer = TwoTowerScorer(context, self.candidates)
+        rows = scorer.candidates(rules, k)
+        return SimilarItems(item_id, bundle.version, _scored(bundle, rows, scorer.scores(rows)))
 
-    def _personalize(self, bundle: ModelBundle, user_id: str, strategy: str) -> _Personal:
-        """Read the user (one query) and embed them, or say why popularity must answer instead."""
-        tower = None if strategy == "popularity" else bundle.two_tower
+    def _context(
+        self, bundle: ModelBundle, user_id: str, strategy: str, weights: HybridWeights
+    ) -> tuple[UserContext, UserSignals]:
+        """Read the user (one query) and compute what ``strategy`` may need: embedding, content profile."""
+        wanted = {name for name, w in weights.weights.items() if w > 0} if strategy == "hybrid" else {strategy}
+        tower = bundle.two_tower if wanted & {"auto", "two_tower"} else None
         fallbacks: list[str] = []
-        if tower is None and strategy != "popularity":
+        if tower is None and wanted & {"auto", "two_tower"}:
             fallbacks.append("popularity_only_model")
         wants_attributes = bool(bundle.popularity.segments) or bool(tower and tower.spec.user_fields)
         user = self._signals.user(user_id, self.lookback, attributes=wants_attributes)
         if not user.available:
             fallbacks.append("database_unavailable")
-        vector = None
+        spec = bundle.two_tower.spec if bundle.two_tower else None
+        popular, segment = bundle.popularity.for_attributes(user.attributes, spec)
+        history = np.asarray(bundle.catalogue.rows_of(user.history), dtype=np.int64)
+        context = UserContext(bundle, history, popular, segment, fallbacks=fallbacks)
         if tower is not None and user.available:
             if user.history or strategy == "two_tower":
-                vector = tower.user_vector(user.history, user.attributes)
+                context.vector = tower.user_vector(user.history, user.attributes)
             else:
                 fallbacks.append("cold_user")
-        return _Personal(bundle, user, tower, vector, fallbacks)
+        if bundle.content is not None and ("content" in wanted or ("auto" in wanted and tower is None)):
+            if len(history):
+                context.profile = bundle.content.profile(history[:CONTENT_HISTORY])
+            elif "cold_user" not in fallbacks:
+                fallbacks.append("cold_user")
+        return context, user
 
     @staticmethod
-    def _answer(user_id: str, bundle: ModelBundle, me: _Personal, items: list[ScoredItem]) -> Recommendations:
+    def _answer(
+        user_id: str, bundle: ModelBundle, context: UserContext, choice: StrategyChoice, items: list[ScoredItem]
+    ) -> Recommendations:
         return Recommendations(
             user_id=user_id,
             recommendation_id=str(uuid.uuid4()),
             model_version=bundle.version,
-            strategy=me.strategy,
-            variant=None,
+            strategy=choice.strategy,
+            variant=choice.variant,
             items=items,
-            fallbacks=tuple(me.fallbacks),
+            fallbacks=tuple(context.fallbacks),
         )
-
-    # ---- candidates ------------------------------------------------------------------------------------
-    def _two_tower_rows(self, tower: TwoTower, vector: np.ndarray, rules: Exclusions, k: int) -> np.ndarray:
-        """Best allowed rows for ``vector``: exact over a small included category, else ANN top-C."""
-        small = rules.included_rows(EXACT_CATEGORY_ROWS)
-        if small is not None:
-            candidates = small[rules.allowed(small)]
-            return _top(candidates, tower.embeddings[candidates] @ vector, k)
-        size = tower.retriever.size
-        fetch = min(max(self.candidates, k), size)
-        # Banned rows are filtered here rather than passed to the index: hnswlib's cost grows with the
-        # number of results asked, and a user's seen items rarely fill the top-C.
-        for _ in range(2):
-            labels = tower.retriever.search(vector, fetch)[0][0]
-            labels = labels[labels >= 0]
-            kept = labels[rules.allowed(labels)]
-            if len(kept) >= k or fetch >= size:
-                break
-            fetch = min(fetch * WIDEN_FACTOR + len(rules.banned), size)  # harsh filters: once more, wider
-        return kept[:k]
-
-    @staticmethod
-    def _popular_rows(bundle: ModelBundle, popular: np.ndarray, rules: Exclusions, k: int) -> np.ndarray:
-        small = rules.included_rows(EXACT_CATEGORY_ROWS)
-        if small is not None:
-            candidates = small[rules.allowed(small)]
-            return _top(candidates, bundle.popularity.score_by_row[candidates], k)
-        return take_allowed([popular], rules, k)
 
     def _inactive_rows(self, bundle: ModelBundle) -> np.ndarray:
         """Rows of the inactive items, recomputed only when the set or the bundle changes."""
@@ -427,14 +460,6 @@ def _backfill_sources(bundle: ModelBundle, popular: np.ndarray, rules: Exclusion
     return chain(lists, catalogue_chunks(bundle.catalogue.size) if everything is None else [everything])
 
 
-def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` best ``rows`` by ``scores``, best first (ties: the lower row first)."""
-    if len(rows) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        rows, scores = rows[part], scores[part]
-    return rows[np.lexsort((rows, -scores))]
-
-
 @lru_cache(maxsize=1)
 def get_service() -> RecommendationService:
     """The process-wide service on the registry's model and Postgres (``get_service.cache_clear()`` in tests).
@@ -443,9 +468,16 @@ def get_service() -> RecommendationService:
     '20261122T011500Z-3fa2c1'
     """
     settings = get_settings()
+    raw_weights = os.environ.get("TOWERLIGHT_HYBRID_WEIGHTS")
+    try:
+        weights = HybridWeights.parse(raw_weights, source="TOWERLIGHT_HYBRID_WEIGHTS") if raw_weights else None
+    except ValidationError as exc:
+        raise ConfigurationError(exc.message, exc.details) from exc
     return RecommendationService(
         lambda: get_registry().get(),
         PostgresSignals(),
         candidates=settings.candidates,
         lookback=max(SEEN_LOOKBACK, settings.history_length),
+        weights=weights or DEFAULT_HYBRID_WEIGHTS,
+        max_promoted=int(env_number("TOWERLIGHT_MAX_PROMOTED", DEFAULT_MAX_PROMOTED, 0)),
     )
