@@ -1,4 +1,4 @@
-"""``towerlight bench serve|ingest``: benchmarks of the recommend and ingest functions against their targets.
+"""``towerlight bench serve|ingest|explain``: benchmarks of the recommend and ingest functions against their targets.
 
 Each starts its own local stack (embedded Postgres unless ``DATABASE_URL`` is set; moto's S3 endpoint
 for ``serve``), measures a baseline in the same run, writes ``<out>/<name>-<timestamp>.json`` and
@@ -7,6 +7,7 @@ for ``serve``), measures a baseline in the same run, writes ``<out>/<name>-<time
     $ towerlight bench serve                      # 100k items, 64-d: warm p50/p99, cold start, peak RSS
     $ towerlight bench serve --items 1000000
     $ towerlight bench ingest --events 200000 --batch 1000
+    $ towerlight bench explain                    # explain=true's cost per request, in process
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def run_ingest(args: argparse.Namespace) -> int:
     return _show(report.to_markdown(), paths)
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    from towerlight_offline.bench.explain import ExplainBenchConfig, run_explain_bench
+
+    config = ExplainBenchConfig(requests=args.requests, k=args.k, epochs=args.epochs, seed=args.seed)
+    console.say(run_explain_bench(config, say=console.say))
+    return 0
+
+
 def _show(markdown: str, paths: tuple[Path, Path]) -> int:
     console.say()
     console.say(markdown)
@@ -97,3 +106,10 @@ def register(subparsers: Any) -> None:
     ingest.add_argument("--seed", type=int, default=0)
     ingest.add_argument("--out", default="bench-results", help="directory for the JSON and markdown reports")
     ingest.set_defaults(func=run_ingest)
+
+    explain = benches.add_parser("explain", help="cost of explain=true per request, per strategy (in process)")
+    explain.add_argument("--requests", type=int, default=2000, help="requests per strategy and path (default 2000)")
+    explain.add_argument("--k", type=int, default=10, help="items per page (default 10)")
+    explain.add_argument("--epochs", type=int, default=3, help="two-tower epochs of the model (default 3)")
+    explain.add_argument("--seed", type=int, default=0)
+    explain.set_defaults(func=run_explain)
