@@ -14,7 +14,7 @@ import pytest
 
 from towerlight import artifacts
 from towerlight.errors import ArtifactError
-from towerlight.model import load_bundle
+from towerlight.model.bundle import load_bundle
 from towerlight.retrieval import ExactRetriever, neighbour_recall
 from towerlight.store import open_store
 from towerlight.store.versions import download_version
