@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
+from towerlight.bandit.arms import ArmDelta, ArmStats, add_to_arms, read_arms
+from towerlight.bandit.thompson import ThompsonSampling
 from towerlight.config import get_settings
 from towerlight.model import registry
 from towerlight.recommend import service
@@ -80,8 +82,8 @@ def test_clicks_tracked_and_ingested_change_the_next_recommendation(
     clicks = [{"user_id": USER, "item_id": item, "event_type": "click"} for item in CLICKED]
     status, accepted = call(track, track_event(clicks), "track")
     assert status == 202
-    drained = worker.drain()
-    assert (drained.received, drained.deleted, drained.failed) == (5, 5, 0)
+    drained = worker.drain()  # and the impression of the first answer
+    assert (drained.received, drained.deleted, drained.failed) == (6, 6, 0)
     stored = db.execute(
         "SELECT count(*) FROM events WHERE user_id = %s AND event_id = ANY(%s::uuid[])",
         (USER, accepted["event_ids"]),
@@ -97,3 +99,41 @@ def test_clicks_tracked_and_ingested_change_the_next_recommendation(
     after_ids = [item["item_id"] for item in after["items"]]
     assert after_ids != [item["item_id"] for item in before["items"]]
     assert not set(after_ids) & set(CLICKED)
+
+
+def test_auto_requests_are_chosen_by_the_bandit_and_their_impressions_credited(
+    stack: dict[str, Any], db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the bandit on over two_tower and popularity, whose counters favour popularity for warm users
+    monkeypatch.setenv("TOWERLIGHT_BANDIT_STRATEGIES", "two_tower,popularity")
+    service.get_service.cache_clear()
+    seeded = {("warm", "two_tower"): ArmDelta(1000, 20, 20.0), ("warm", "popularity"): ArmDelta(1000, 300, 300.0)}
+    with db.transaction():
+        add_to_arms(db, seeded)
+    before = [ArmStats(*key, d.impressions, d.successes, d.reward_sum) for key, d in seeded.items()]
+    chance = ThompsonSampling(("two_tower", "popularity")).probabilities(before, "warm")
+    recommend, track = fresh_handler("recommend"), fresh_handler("track")
+    worker = QueueWorker(get_settings().require_queue(), load_function_handler("Ingest"), wait_seconds=0)
+    clicks = [{"user_id": USER, "item_id": item, "event_type": "click"} for item in CLICKED]
+    assert call(track, track_event(clicks), "track")[0] == 202
+    worker.drain()
+    # WHEN the (now warm) user asks for recommendations 20 times, and the queue is drained
+    answers = [call(recommend, recommend_event(USER), "recommend")[1] for _ in range(20)]
+    assert worker.drain().received == 20
+    # THEN popularity served most of them, and each answer's impression is stored with the probability
+    # its strategy had
+    assert sum(a["strategy"] == "popularity" for a in answers) >= 15
+    stored = db.execute("SELECT recommendation_id, segment, strategy, propensity FROM impressions").fetchall()
+    assert {r[0] for r in stored} == {a["recommendation_id"] for a in answers}
+    assert all(segment == "warm" and p == pytest.approx(chance[strategy]) for _, segment, strategy, p in stored)
+    # WHEN the user clicks an item of the first answer, echoing its recommendation_id
+    first = answers[0]
+    click = {"user_id": USER, "item_id": first["items"][0]["item_id"], "event_type": "click"}
+    call(track, track_event([click | {"recommendation_id": first["recommendation_id"]}]), "track")
+    worker.drain()
+    # THEN that arm gained its impressions and exactly one rewarded one
+    arms = {(a.segment, a.strategy): a for a in read_arms(db)}
+    db.rollback()
+    arm = arms[("warm", first["strategy"])]
+    served = sum(a["strategy"] == first["strategy"] for a in answers)
+    assert (arm.impressions, arm.successes) == (1000 + served, seeded[("warm", first["strategy"])].successes + 1)

@@ -348,9 +348,12 @@ def test_each_function_gets_only_what_it_needs() -> None:
         "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}
     }
     assert not statements("TrackFunction")
-    # recommend only reads the bucket (and the database secret); it sends nothing to the queue
+    # recommend only reads the bucket (and the database secret), and sends impressions to the events queue
     assert actions("RecommendFunction") == {"s3:GetObject", "s3:ListBucket"}
-    assert set(policy_templates("RecommendFunction")) == {"AWSSecretsManagerGetSecretValuePolicy"}
+    assert policy_templates("RecommendFunction") == {
+        "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}},
+        "AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}},
+    }
     # ingest never writes the bucket; only admin and retrain write, and admin only CURRENT
     assert not actions("IngestFunction")
     admin_writes = [s for s in statements("AdminFunction") if s["Action"] == "s3:PutObject"]

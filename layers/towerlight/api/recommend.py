@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -21,6 +22,8 @@ from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
 
 from towerlight.api.base import create_app
+from towerlight.config import get_settings
+from towerlight.impressions import send_impressions
 from towerlight.recommend.schemas import (
     ERROR_RESPONSES,
     STRATEGY_HELP,
@@ -34,7 +37,7 @@ from towerlight.recommend.schemas import (
     rank_items,
     split_values,
 )
-from towerlight.recommend.service import RecommendationService, RecommendQuery, get_service
+from towerlight.recommend.service import Recommendations, RecommendationService, RecommendQuery, get_service
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
@@ -50,6 +53,16 @@ def _record(metrics: Metrics | None, route: str, started: float, model_version: 
     metrics.add_metadata(key="model_version", value=model_version)
     for reason in fallbacks:
         metrics.add_metric(name=f"Fallback_{reason}", unit=MetricUnit.Count, value=1)
+
+
+def _log_impression(metrics: Metrics | None, result: Recommendations) -> None:
+    """Send what was shown to the events queue, when there is one: ingest stores it for the bandit."""
+    queue_url = get_settings().events_queue_url
+    if queue_url is None:
+        return
+    not_sent = send_impressions(queue_url, [result.impression(datetime.now(UTC))])
+    if not_sent and metrics is not None:
+        metrics.add_metric(name="ImpressionsNotSent", unit=MetricUnit.Count, value=not_sent)
 
 
 def create_recommend_app(
@@ -99,6 +112,8 @@ def create_recommend_app(
             explain=explain,
         )
         result = service().recommend(user_id, query)
+        if strategy == "auto":  # the service's decision (a caller's explicit strategy is not the bandit's)
+            _log_impression(metrics, result)
         _record(metrics, "recommendations", started, result.model_version, result.fallbacks)
         return JSONResponse(result.to_json())
 

@@ -25,7 +25,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import lru_cache
 from itertools import chain
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import psycopg
 
+from towerlight.bandit.state import user_segment
 from towerlight.config import env_number, get_settings
 from towerlight.db import connection as db_connection
 from towerlight.db.catalog import inactive_items
@@ -46,6 +48,8 @@ from towerlight.errors import (
     ValidationError,
 )
 from towerlight.event_types import POSITIVE_EVENT_TYPES
+from towerlight.experiments import Experiment, current_experiment
+from towerlight.impressions import Impression
 from towerlight.model.bundle import ModelBundle
 from towerlight.model.registry import get_registry
 from towerlight.recommend.explain import reasons
@@ -111,6 +115,22 @@ class Recommendations:
     variant: str | None
     items: list[ScoredItem]
     fallbacks: tuple[str, ...] = ()
+    segment: str = "cold"  # the strategy bandit's context (towerlight.bandit.state.user_segment)
+    propensity: float = 1.0  # the probability with which ``strategy`` was chosen
+
+    def impression(self, created_at: datetime) -> Impression:
+        """What was shown, as ingest stores it and the strategy bandit learns from it."""
+        return Impression(
+            recommendation_id=self.recommendation_id,
+            user_id=self.user_id,
+            segment=self.segment,
+            strategy=self.strategy,
+            model_version=self.model_version,
+            item_ids=tuple(item.item_id for item in self.items),
+            propensity=self.propensity,
+            created_at=created_at,
+            variant=self.variant,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The HTTP body: ``{user_id, recommendation_id, model_version, strategy, variant, items}``."""
@@ -292,7 +312,14 @@ class RecommendationService:
         policy: StrategyPolicy | None = None,
         weights: HybridWeights = DEFAULT_HYBRID_WEIGHTS,
         max_promoted: int = DEFAULT_MAX_PROMOTED,
+        experiment: Experiment | None = None,
     ) -> None:
+        if experiment is not None and any(v.model_version for v in experiment.variants):
+            raise ConfigurationError(
+                f"experiment {experiment.name!r}: variants pinning a model_version are not served yet",
+                {"variants": [v.name for v in experiment.variants if v.model_version]},
+            )
+        self._experiment = experiment
         self._model = model
         self._signals = signals
         self.candidates = candidates
@@ -310,8 +337,14 @@ class RecommendationService:
         """
         bundle = self._model()
         weights = query.weights or self.weights
-        context, user = self._context(bundle, user_id, query.strategy, weights)
-        choice = resolve(query.strategy, context, weights, self.policy)
+        variant = self._experiment.assign(user_id) if self._experiment else None
+        requested = query.strategy
+        if variant is not None and variant.strategy is not None and query.strategy == "auto":
+            requested = variant.strategy  # an experiment variant may pin what requests leave to the service
+        context, user = self._context(bundle, user_id, requested, weights)
+        choice = resolve(requested, context, weights, self.policy)
+        if variant is not None:
+            choice = replace(choice, variant=variant.name)
         scorer = scorer_for(context, choice.strategy, weights, self.candidates)
         rules = build_exclusions(
             bundle.catalogue,
@@ -404,6 +437,8 @@ class RecommendationService:
     ) -> tuple[UserContext, UserSignals]:
         """Read the user (one query) and compute what ``strategy`` may need: embedding, content profile."""
         wanted = {name for name, w in weights.weights.items() if w > 0} if strategy == "hybrid" else {strategy}
+        if strategy == "auto":  # a bandit may choose any of its arms: prepare each (BestAvailable has none)
+            wanted |= set(getattr(self.policy, "arms", ()))
         tower = bundle.two_tower if wanted & {"auto", "two_tower"} else None
         fallbacks: list[str] = []
         if tower is None and wanted & {"auto", "two_tower"}:
@@ -440,6 +475,8 @@ class RecommendationService:
             variant=choice.variant,
             items=items,
             fallbacks=tuple(context.fallbacks),
+            segment=user_segment(len(context.history)),
+            propensity=choice.propensity,
         )
 
     def _inactive_rows(self, bundle: ModelBundle) -> np.ndarray:
@@ -467,6 +504,9 @@ def get_service() -> RecommendationService:
     >>> get_service().recommend("42", RecommendQuery()).model_version
     '20261122T011500Z-3fa2c1'
     """
+    # Here, not at the top: the bandit's policy implements this package's StrategyPolicy (import cycle).
+    from towerlight.bandit.policy import auto_policy
+
     settings = get_settings()
     raw_weights = os.environ.get("TOWERLIGHT_HYBRID_WEIGHTS")
     try:
@@ -480,4 +520,6 @@ def get_service() -> RecommendationService:
         lookback=max(SEEN_LOOKBACK, settings.history_length),
         weights=weights or DEFAULT_HYBRID_WEIGHTS,
         max_promoted=int(env_number("TOWERLIGHT_MAX_PROMOTED", DEFAULT_MAX_PROMOTED, 0)),
+        policy=auto_policy(),
+        experiment=current_experiment(),
     )
