@@ -7,7 +7,7 @@ relevant item is not evaluated.
 
 Every model is evaluated the same way: it provides ``score(user_rows) -> [B, N]`` over the catalogue and
 ``scoring_recommender`` turns that into the ``recommend(user_ids, k)`` callable the runner takes, with
-the training items excluded by the one helper ``top_k_excluding``.
+the training items excluded by the one helper ``towerlight.retrieval.top_k_excluding``.
 
 Example::
 
@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from towerlight.retrieval import top_k_excluding
 from towerlight_offline.split import Split
 
 logger = logging.getLogger(__name__)
@@ -80,50 +81,6 @@ def catalogue_coverage(recommendations: Iterable[Sequence[str]], catalogue_size:
         return 0.0
     shown = {item for items in recommendations for item in items[:k]}
     return len(shown) / catalogue_size
-
-
-# ---- top-k over a catalogue, shared by every model -----------------------------------------------
-def _ranking_keys(scores: np.ndarray) -> np.ndarray:
-    """int64 keys ordered like the float32 scores, ties broken by the lower column, all distinct.
-
-    Partitioning distinct keys stays fast when a row is mostly ties (item-kNN rows are mostly zeros,
-    where introselect on the raw scores degrades about tenfold) and makes the top k deterministic.
-    """
-    keys = scores.view(np.int32).astype(np.int64)
-    np.bitwise_xor(keys, 0x7FFFFFFF, out=keys, where=keys < 0)  # negative floats: reverse their order
-    keys <<= 32
-    keys |= np.arange(scores.shape[1] - 1, -1, -1, dtype=np.int64)
-    return keys
-
-
-def top_k_excluding(scores: np.ndarray, exclude_rows: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """Column indices of the k best scores of each row, best first, never an excluded column.
-
-    Equal scores rank the lower column first. A float32 ``scores`` is modified in place (excluded and NaN
-    entries become ``-inf``) to avoid copying a large batch. A row with fewer than k allowed columns is
-    padded with ``-1``.
-
-    >>> top_k_excluding(np.array([[0.1, 0.9, 0.5, 0.7]]), [np.array([1])], k=3).tolist()
-    [[3, 2, 0]]
-    """
-    scores = np.asarray(scores, dtype=np.float32)
-    if scores.ndim != 2 or len(exclude_rows) != scores.shape[0]:
-        raise ValueError("scores must be [B, N] with one exclusion array per row")
-    n_rows, n_items = scores.shape
-    k = min(k, n_items)
-    if k <= 0:
-        return np.empty((n_rows, 0), dtype=np.int64)
-    scores[np.isnan(scores)] = -np.inf
-    lengths = np.fromiter((len(r) for r in exclude_rows), dtype=np.int64, count=n_rows)
-    if lengths.sum():
-        columns = np.concatenate([np.asarray(r, dtype=np.int64) for r in exclude_rows])
-        scores[np.repeat(np.arange(n_rows), lengths), columns] = -np.inf
-    keys = _ranking_keys(scores)
-    candidates = np.argpartition(keys, n_items - k, axis=1)[:, n_items - k :]
-    order = np.argsort(np.take_along_axis(keys, candidates, axis=1), axis=1)[:, ::-1]
-    top = np.take_along_axis(candidates, order, axis=1)
-    top[np.take_along_axis(scores, top, axis=1) == -np.inf] = -1
-    return top
 
 
 # ---- the training interactions as a matrix -------------------------------------------------------

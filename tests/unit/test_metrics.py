@@ -16,7 +16,6 @@ from towerlight_offline.evaluate import (
     ndcg_at_k,
     recall_at_k,
     scoring_recommender,
-    top_k_excluding,
 )
 from towerlight_offline.split import Split
 
@@ -48,48 +47,6 @@ def test_coverage_is_the_share_of_the_catalogue_shown_in_some_top_k() -> None:
     assert catalogue_coverage([["a", "b"], ["a", "c"]], catalogue_size=10, k=2) == pytest.approx(0.3)
     assert catalogue_coverage([["a", "b"], ["a", "c"]], catalogue_size=10, k=1) == pytest.approx(0.1)
     assert catalogue_coverage([], catalogue_size=0) == 0.0
-
-
-# ---- top_k_excluding -----------------------------------------------------------------------------
-def test_top_k_excluding_returns_the_best_allowed_columns_best_first() -> None:
-    # GIVEN scores where the best column of each row is excluded
-    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.8]], dtype=np.float32)
-    # WHEN the top 2 are taken
-    top = top_k_excluding(scores, [np.array([1]), np.array([3, 0])], k=2)
-    # THEN they are the best remaining columns, in order
-    assert top.tolist() == [[3, 2], [1, 2]]
-
-
-def test_top_k_excluding_pads_rows_that_run_out_of_items() -> None:
-    scores = np.array([[0.3, 0.2, 0.1]], dtype=np.float32)
-    top = top_k_excluding(scores, [np.array([0, 2])], k=5)
-    assert top.tolist() == [[1, -1, -1]]
-
-
-def test_top_k_excluding_breaks_ties_by_column_and_ranks_nan_last() -> None:
-    # GIVEN rows full of ties (an item-kNN row is mostly zeros) and a NaN
-    scores = np.zeros((2, 1000), dtype=np.float32)
-    scores[0, 700] = 0.5
-    scores[1, 3] = np.nan
-    # WHEN the top 4 are taken
-    top = top_k_excluding(scores, [np.array([0]), np.array([], dtype=np.int64)], k=4)
-    # THEN equal scores come in column order and the NaN is treated as the worst score
-    assert top.tolist() == [[700, 1, 2, 3], [0, 1, 2, 4]]
-
-
-def test_top_k_excluding_agrees_with_a_full_sort() -> None:
-    # GIVEN random scores and exclusions
-    rng = np.random.default_rng(0)
-    scores = rng.random((20, 300)).astype(np.float32)
-    exclude = [rng.choice(300, size=rng.integers(0, 50), replace=False) for _ in range(20)]
-    expected = []
-    for row, banned in zip(scores, exclude, strict=True):
-        order = [int(c) for c in np.argsort(-row, kind="stable") if c not in set(banned.tolist())]
-        expected.append(order[:10])
-    # WHEN the helper picks the top 10
-    top = top_k_excluding(scores.copy(), exclude, k=10)
-    # THEN it matches sorting everything
-    assert top.tolist() == expected
 
 
 # ---- runner --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from towerlight.errors import ArtifactError
-from towerlight.retrieval import ExactRetriever, HnswRetriever, LabelGroups, neighbour_recall
+from towerlight.retrieval import ExactRetriever, HnswRetriever, LabelGroups, neighbour_recall, top_k_excluding
 from towerlight_offline.index import IndexQualityError, build_index, distinct_vectors, perturbed_queries
 
 DIM = 32
@@ -206,3 +206,45 @@ def test_build_index_fails_when_recall_cannot_be_met(items: np.ndarray, tmp_path
         build_index(items, tmp_path / "i.hnsw", queries=None, M=4, ef_construction=10, min_recall=1.01)
     assert isinstance(caught.value, ArtifactError)
     assert not (tmp_path / "i.hnsw").exists()
+
+
+# ---- top_k_excluding -----------------------------------------------------------------------------
+def test_top_k_excluding_returns_the_best_allowed_columns_best_first() -> None:
+    # GIVEN scores where the best column of each row is excluded
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.8]], dtype=np.float32)
+    # WHEN the top 2 are taken
+    top = top_k_excluding(scores, [np.array([1]), np.array([3, 0])], k=2)
+    # THEN they are the best remaining columns, in order
+    assert top.tolist() == [[3, 2], [1, 2]]
+
+
+def test_top_k_excluding_pads_rows_that_run_out_of_items() -> None:
+    scores = np.array([[0.3, 0.2, 0.1]], dtype=np.float32)
+    top = top_k_excluding(scores, [np.array([0, 2])], k=5)
+    assert top.tolist() == [[1, -1, -1]]
+
+
+def test_top_k_excluding_breaks_ties_by_column_and_ranks_nan_last() -> None:
+    # GIVEN rows full of ties (an item-kNN row is mostly zeros) and a NaN
+    scores = np.zeros((2, 1000), dtype=np.float32)
+    scores[0, 700] = 0.5
+    scores[1, 3] = np.nan
+    # WHEN the top 4 are taken
+    top = top_k_excluding(scores, [np.array([0]), np.array([], dtype=np.int64)], k=4)
+    # THEN equal scores come in column order and the NaN is treated as the worst score
+    assert top.tolist() == [[700, 1, 2, 3], [0, 1, 2, 4]]
+
+
+def test_top_k_excluding_agrees_with_a_full_sort() -> None:
+    # GIVEN random scores and exclusions
+    rng = np.random.default_rng(0)
+    scores = rng.random((20, 300)).astype(np.float32)
+    exclude = [rng.choice(300, size=rng.integers(0, 50), replace=False) for _ in range(20)]
+    expected = []
+    for row, banned in zip(scores, exclude, strict=True):
+        order = [int(c) for c in np.argsort(-row, kind="stable") if c not in set(banned.tolist())]
+        expected.append(order[:10])
+    # WHEN the helper picks the top 10
+    top = top_k_excluding(scores.copy(), exclude, k=10)
+    # THEN it matches sorting everything
+    assert top.tolist() == expected
