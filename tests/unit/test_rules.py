@@ -11,7 +11,7 @@ import pytest
 from test_filters import FakeSignals, make_catalogue, no_rules, popularity_bundle
 
 from towerlight.db.promotions import Promotion
-from towerlight.errors import ValidationError, http_status
+from towerlight.errors import ConfigurationError, ValidationError, http_status
 from towerlight.recommend.filters import EMPTY_ROWS, Exclusions, catalogue_chunks, sorted_rows
 from towerlight.recommend.rules import (
     LivePromotions,
@@ -20,7 +20,7 @@ from towerlight.recommend.rules import (
     apply_boosts,
     assemble_page,
 )
-from towerlight.recommend.service import RecommendationService, RecommendQuery, UserSignals
+from towerlight.recommend.service import RecommendationService, RecommendQuery, UserSignals, get_service
 from towerlight.recommend.strategies import (
     BestAvailable,
     HybridScorer,
@@ -158,7 +158,7 @@ class FixedScorer:
     def scores(self, rows: np.ndarray) -> np.ndarray:
         return np.array([self._scores.get(int(r), 0.0) for r in rows], dtype=np.float32)
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
         rows = np.array(sorted(self._scores, key=lambda r: -self._scores[r]), dtype=np.int64)
         return rows[rules.allowed(rows)][:n]
 
@@ -192,3 +192,21 @@ def test_auto_serves_the_best_available_strategy_and_explicit_requests_fall_back
     assert resolve("hybrid", with_profile, weights, BestAvailable()).strategy == "content"
     assert with_profile.fallbacks == ["two_tower_unavailable", "hybrid_unavailable"]
     assert resolve("hybrid", cold, weights, BestAvailable()).strategy == "popularity"
+
+
+def test_hybrid_weights_and_the_promotion_cap_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN configured weights and cap WHEN the process-wide service is built THEN it uses them
+    monkeypatch.setenv("TOWERLIGHT_HYBRID_WEIGHTS", "content:1,popularity:1")
+    monkeypatch.setenv("TOWERLIGHT_MAX_PROMOTED", "0")
+    get_service.cache_clear()
+    try:
+        service = get_service()
+        assert service.weights.weights == {"content": 1.0, "popularity": 1.0} and service.max_promoted == 0
+        # AND a bad value is a configuration error (503), not a request error
+        monkeypatch.setenv("TOWERLIGHT_HYBRID_WEIGHTS", "content")
+        get_service.cache_clear()
+        with pytest.raises(ConfigurationError) as caught:
+            get_service()
+        assert http_status(caught.value) == 503
+    finally:
+        get_service.cache_clear()

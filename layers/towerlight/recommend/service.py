@@ -357,7 +357,7 @@ class RecommendationService:
         promotions = LivePromotions.select(self._signals.promotions(), bundle.catalogue, rules, page_rules)
         # Caps skip candidates and boosts climb a share of the top-C: both need the whole candidate list.
         simple = query.max_per_category is None and not promotions.boosts
-        candidates = scorer.candidates(rules, query.k if simple else max(query.k, self.candidates))
+        candidates = scorer.candidates(rules, query.k if simple else max(query.k, self.candidates), query.k)
         page = assemble_page(
             candidates,
             page_rules,

@@ -135,11 +135,16 @@ DEFAULT_HYBRID_WEIGHTS = HybridWeights({"two_tower": 0.6, "content": 0.25, "popu
 
 
 class Scorer(Protocol):
-    """One strategy for one user: ``candidates`` (allowed rows, best first) and ``scores`` of any rows."""
+    """One strategy for one user: ``candidates`` (allowed rows, best first) and ``scores`` of any rows.
+
+    ``candidates(rules, n, minimum)`` returns up to ``n`` rows, and searches wider only when fewer than
+    ``minimum`` (default ``n``) are allowed: a pool for caps, boosts or a hybrid may fall short of ``n``,
+    a page may not fall short of ``k``.
+    """
 
     name: str
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray: ...
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray: ...
 
     def scores(self, rows: np.ndarray) -> np.ndarray: ...
 
@@ -172,7 +177,7 @@ class TwoTowerScorer:
         assert tower is not None and self.context.vector is not None  # can_serve("two_tower")
         return tower.embeddings[rows] @ self.context.vector
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
         exact = _small_category(self, rules, n)
         if exact is not None:
             return exact
@@ -180,13 +185,14 @@ class TwoTowerScorer:
         assert tower is not None and self.context.vector is not None
         size = tower.retriever.size
         fetch = min(max(self.fetch, n), size)
+        enough = n if minimum is None else min(minimum, n)
         # Banned rows are filtered here rather than passed to the index: hnswlib's cost grows with the
         # number of results asked, and a user's seen items rarely fill the top-C.
         for _ in range(2):
             labels = tower.retriever.search(self.context.vector, fetch)[0][0]
             labels = labels[labels >= 0]
             kept = labels[rules.allowed(labels)]
-            if len(kept) >= n or fetch >= size:
+            if len(kept) >= enough or fetch >= size:
                 break
             fetch = min(fetch * WIDEN_FACTOR + len(rules.banned), size)  # harsh filters: once more, wider
         return kept[:n]
@@ -200,7 +206,7 @@ class PopularityScorer:
     def scores(self, rows: np.ndarray) -> np.ndarray:
         return self.context.bundle.popularity.score_by_row[rows]
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
         exact = _small_category(self, rules, n)
         return exact if exact is not None else take_allowed([self.context.popular], rules, n)
 
@@ -215,7 +221,7 @@ class ContentScorer:
         assert content is not None and profile is not None  # can_serve("content")
         return content.scores(profile, rows)
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
         exact = _small_category(self, rules, n)
         if exact is not None:
             return exact
@@ -228,15 +234,23 @@ class ContentScorer:
 
 @dataclass
 class HybridScorer:
-    """Weighted sum of min-max normalised component scores; the ranges are fitted on the first pool seen."""
+    """Weighted sum of min-max normalised component scores; the ranges are fitted on the first pool seen.
+
+    The pool is the union of each component's top ``pool`` candidates, so an item good for several
+    components but first for none still competes.
+    """
 
     parts: Mapping[str, Scorer]
     weights: Mapping[str, float]
+    pool: int = 0
     name: str = "hybrid"
     _ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _last: tuple[np.ndarray, dict[str, np.ndarray]] | None = None  # the page's scores, reused by explain
 
     def components(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Each component's normalised score of ``rows`` in [0, 1] (fits the ranges on first use)."""
+        if self._last is not None and np.array_equal(self._last[0], rows):
+            return self._last[1]
         out = {}
         for name, scorer in self.parts.items():
             raw = scorer.scores(rows)
@@ -244,6 +258,7 @@ class HybridScorer:
                 self._ranges[name] = (float(raw.min()), float(raw.max()))
             low, high = self._ranges.get(name, (0.0, 0.0))
             out[name] = np.clip((raw - low) / (high - low), 0, 1) if high > low else np.ones_like(raw)
+        self._last = (rows, out)
         return out
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
@@ -252,8 +267,9 @@ class HybridScorer:
         combined = sum(self.weights[name] * parts[name] for name in parts) / total
         return np.asarray(combined, dtype=np.float32)
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
-        pool = np.unique(np.concatenate([scorer.candidates(rules, n) for scorer in self.parts.values()]))
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
+        fetch, enough = max(n, self.pool), n if minimum is None else minimum
+        pool = np.unique(np.concatenate([part.candidates(rules, fetch, enough) for part in self.parts.values()]))
         return _top(pool, self.scores(pool), n)
 
 
@@ -261,7 +277,7 @@ def scorer_for(context: UserContext, strategy: str, weights: HybridWeights, fetc
     """The ``Scorer`` of a resolved ``strategy`` (see ``resolve``) for this user."""
     if strategy == "hybrid":
         usable = weights.usable(context)
-        return HybridScorer({name: scorer_for(context, name, weights, fetch) for name in usable}, usable)
+        return HybridScorer({name: scorer_for(context, name, weights, fetch) for name in usable}, usable, fetch)
     if strategy == "two_tower":
         return TwoTowerScorer(context, fetch)
     if strategy == "content":
