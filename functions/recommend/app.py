@@ -3,15 +3,15 @@
 The FastAPI app (towerlight.api.recommend) does the work; this module adds Powertools' structured logs
 with the request's correlation id, EMF metrics (latency, model version, fallbacks, cold starts) and
 X-Ray tracing when it is on. The model starts loading first, in a background thread, so that its
-download overlaps the imports below (Lambda init); the first request waits for it. The app is built at
-import, the database connection on first use.
+download overlaps the imports below, and the end of this module waits for it: in Lambda all of it
+happens during init. The database connection is opened on first use.
 """
 
 from __future__ import annotations
 
 from towerlight.model.registry import prefetch
 
-prefetch()
+finish_model_load = prefetch()
 
 from typing import Any  # noqa: E402
 
@@ -29,6 +29,7 @@ metrics = Metrics(service="recommend")
 copy_config_to_registered_loggers(source_logger=logger, include={"towerlight"})
 
 asgi = Mangum(create_recommend_app(metrics=metrics), lifespan="off")
+finish_model_load()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -8,9 +8,6 @@ from functools import lru_cache
 
 from towerlight.errors import ConfigurationError
 
-# Lambda inits where a background thread started at import keeps running (not SnapStart's snapshot).
-_PREFETCHING_INITS = frozenset({"on-demand", "provisioned-concurrency"})
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,7 +20,7 @@ class Settings:
     candidates: int
     db_timeout_ms: int
     cache_dir: str
-    prefetch_model: bool  # load the model in the background from the handler's import (Lambda init)
+    lambda_initialization: str | None  # on-demand, provisioned-concurrency, snap-start; None outside Lambda
     download_part_bytes: int  # model files above this are downloaded in ranged parts, concurrently
 
     def require_store(self) -> str:
@@ -69,6 +66,6 @@ def get_settings() -> Settings:
         candidates=int(env_number("TOWERLIGHT_CANDIDATES", 200, 10)),
         db_timeout_ms=int(env_number("TOWERLIGHT_DB_TIMEOUT_MS", 200, 10)),
         cache_dir=os.environ.get("TOWERLIGHT_CACHE_DIR", "/tmp/towerlight"),
-        prefetch_model=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in _PREFETCHING_INITS,
+        lambda_initialization=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") or None,
         download_part_bytes=int(env_number("TOWERLIGHT_DOWNLOAD_PART_MB", 64, 1) * 1024 * 1024),
     )

@@ -7,6 +7,7 @@ fake loader so these tests need no ONNX model, and the clock is a settable numbe
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,8 +262,8 @@ def test_a_refresh_in_progress_does_not_block_other_requests(store_uri: str, tmp
     assert registry.get().version == "v2"
 
 
-def test_older_downloads_are_removed_after_a_swap(store_uri: str, tmp_path: Path) -> None:
-    # GIVEN downloaded copies of v1 and of an unrelated directory in the cache
+def test_other_downloads_are_removed_before_a_new_version_is_fetched(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN downloaded copies of v1 and v2, an unrelated directory and a partial download in the cache
     cache = tmp_path / "cache"
     for name in ("v1", "v2"):
         (cache / name).mkdir(parents=True)
@@ -270,10 +271,18 @@ def test_older_downloads_are_removed_after_a_swap(store_uri: str, tmp_path: Path
     (cache / "not-a-version").mkdir()
     (cache / ".v3.partial").mkdir()
     publish(store_uri, tmp_path, "v2")
-    registry = ModelRegistry(store_uri, cache, REFRESH, loader=Loader(), clock=Clock())
+    seen_by_loader: list[list[str]] = []
+
+    def loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
+        seen_by_loader.append(sorted(p.name for p in cache_dir.iterdir()))
+        return FakeBundle(version)
+
+    registry = ModelRegistry(store_uri, cache, REFRESH, loader=loader, clock=Clock())
     # WHEN v2 is loaded
     registry.get()
-    # THEN only the other version download is deleted
+    # THEN the other version's download was gone before v2 was fetched (/tmp holds one version at a
+    # time), and nothing else was touched
+    assert seen_by_loader == [[".v3.partial", "not-a-version", "v2"]]
     assert sorted(p.name for p in cache.iterdir()) == [".v3.partial", "not-a-version", "v2"]
 
 
@@ -345,7 +354,7 @@ def test_a_version_whose_concurrent_download_fails_its_checksum_keeps_the_last_g
     assert ("models/v2/items.hnsw", 4 * 64 * 1024) in ranges
     assert served.version == "v1"
     assert "items.hnsw" in (registry.status().last_error or "") and "checksum" in (registry.status().last_error or "")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["v1"]
+    assert list((tmp_path / "cache").iterdir()) == []  # v1 serves from memory; its files went first
 
 
 def test_a_prefetch_loads_in_the_background_and_the_first_request_waits_for_it(store_uri: str, tmp_path: Path) -> None:
@@ -416,8 +425,8 @@ def test_the_process_prefetch_runs_only_in_a_lambda_init_that_keeps_threads(
     registry_module.reset(ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=Loader(), clock=Clock()))
     monkeypatch.setattr(ModelRegistry, "prefetch", lambda self: calls.append("prefetch"))
     try:
-        # WHEN a handler module asks for the prefetch
-        registry_module.prefetch()
+        # WHEN a handler module asks for the prefetch, then finishes its init
+        registry_module.prefetch()()
         # THEN it starts only in an on-demand or provisioned-concurrency init
         assert calls == (["prefetch"] if prefetched else [])
     finally:
@@ -435,10 +444,43 @@ def test_the_process_prefetch_leaves_a_missing_configuration_to_the_first_reques
     registry_module.reset()
     try:
         # WHEN the prefetch is asked for THEN nothing is raised at import time
-        registry_module.prefetch()
+        registry_module.prefetch()()
         # AND the first request gets the configuration error
         with pytest.raises(ConfigurationError, match="TOWERLIGHT_STORE"):
             registry_module.get_registry()
     finally:
+        registry_module.reset()
+        get_settings.cache_clear()
+
+
+def test_the_end_of_init_waits_for_the_prefetch_only_within_the_init_budget(
+    store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a Lambda init whose model loads slower than the init budget allows
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+    monkeypatch.setitem(registry_module.INIT_WAIT_SECONDS, "on-demand", 0.3)
+    get_settings.cache_clear()
+    publish(store_uri, tmp_path, "v1")
+    release = threading.Event()
+
+    def slow_loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
+        release.wait(5)
+        return FakeBundle(version)
+
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=slow_loader, clock=Clock())
+    registry_module.reset(registry)
+    try:
+        # WHEN the handler module prefetches and then finishes its init
+        finish = registry_module.prefetch()
+        started = time.monotonic()
+        finish()
+        waited = time.monotonic() - started
+        # THEN init waited about the budget and no longer; the load goes on and a request gets it
+        assert 0.2 <= waited < 2.0
+        assert registry.status().version is None
+        release.set()
+        assert registry.get().version == "v1"
+    finally:
+        release.set()
         registry_module.reset()
         get_settings.cache_clear()

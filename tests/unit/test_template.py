@@ -146,6 +146,14 @@ def test_api_functions_time_out_before_api_gateway_does() -> None:
         assert props(name)["Timeout"] < MAX_API_TIMEOUT_S, name
 
 
+def test_recommend_memory_and_tmp_are_parameters_within_lambdas_limits() -> None:
+    recommend = props("RecommendFunction")
+    memory = parameter_of(recommend["MemorySize"])
+    storage = parameter_of(recommend["EphemeralStorage"]["Size"])
+    assert memory["Default"] == 1769 and (memory["MinValue"], memory["MaxValue"]) == (512, 10240)
+    assert storage["Default"] == 1024 and (storage["MinValue"], storage["MaxValue"]) == (512, 10240)
+
+
 def test_globals_declare_the_environment_contract() -> None:
     variables = GLOBAL_FUNCTION["Environment"]["Variables"]
     assert variables["TOWERLIGHT_STORE"] == {"Fn::Sub": "s3://${ArtifactsBucket}/towerlight"}

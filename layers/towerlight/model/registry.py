@@ -11,7 +11,8 @@ re-read every few seconds, so a fix is picked up quickly.
 
 In Lambda the handler module calls ``prefetch()`` at import: the first load then runs in a background
 thread during the init phase (which has a full CPU burst), overlapping the download with the handler's
-own imports, and the first request waits for it under the registry's lock. This module imports neither
+own imports; the end of the module waits for it (within the init's time limit), and a request that
+comes earlier or finds it still loading waits under the registry's lock. This module imports neither
 numpy nor onnxruntime itself, so that thread starts before they are imported.
 
 Example::
@@ -52,6 +53,10 @@ FAILED_RETRY_SECONDS = 300.0
 # re-read at least this often so that a fix is picked up quickly.
 NO_MODEL_RETRY_SECONDS = 30.0
 NO_MODEL_RECHECK_SECONDS = 5.0
+# How long a handler module waits for the model it prefetched, by Lambda initialization type: an
+# on-demand init may last 10 s, a provisioned-concurrency one 130 s (requests only come after it). Not
+# under SnapStart, whose snapshot would freeze the thread mid-download.
+INIT_WAIT_SECONDS = {"on-demand": 8.0, "provisioned-concurrency": 120.0}
 
 
 def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBundle:
@@ -203,6 +208,7 @@ class ModelRegistry:
         backoff = FAILED_RETRY_SECONDS if current else NO_MODEL_RETRY_SECONDS
         if now < self._failed.get(version, float("-inf")) + backoff:
             return
+        self._remove_other_downloads(keep=version)  # before downloading: /tmp holds one version at a time
         try:
             bundle, partial = self._loader(self._store, version, self.cache_dir), False
         except Exception as exc:  # whatever breaks in a new version, the last good one keeps serving
@@ -224,7 +230,6 @@ class ModelRegistry:
             self._failed.pop(version, None)
             self._last_error = None
         logger.info("serving model %s (%s; was %s)", version, bundle.strategy, current.version if current else None)
-        self._remove_other_downloads(keep=version)
 
     def _load_fallback(self, version: str) -> ModelBundle | None:
         assert self._store is not None
@@ -239,7 +244,8 @@ class ModelRegistry:
         logger.warning("%s", message)
 
     def _remove_other_downloads(self, keep: str) -> None:
-        """Free /tmp: loaded bundles hold their data in memory, so older downloads are not needed."""
+        """Free /tmp: a loaded bundle holds its data in memory, so no other version's files are needed,
+        not even those of the version being served (it keeps serving if the new one fails)."""
         try:
             stale = [p for p in self.cache_dir.iterdir() if p.is_dir() and p.name != keep]
         except OSError:
@@ -275,20 +281,34 @@ def get_registry() -> ModelRegistry:
     return _registry
 
 
-def prefetch() -> None:
+def prefetch() -> Callable[[], None]:
     """From a Lambda handler module at import: start loading the process's model during init.
 
-    Only where the environment asks for it (``Settings.prefetch_model``: a Lambda on-demand or
-    provisioned-concurrency init), so tests and tools that import handlers load nothing in the
-    background. A configuration error is left for the first request to report.
+    Only in a Lambda on-demand or provisioned-concurrency init (``AWS_LAMBDA_INITIALIZATION_TYPE``),
+    so tests and tools that import handlers load nothing in the background. A configuration error is
+    left for the first request to report.
 
-    >>> prefetch()  # in functions/recommend/app.py, before the web framework is imported
+    Returns ``finish``, for the end of the handler module: it waits for the load, at most until
+    ``INIT_WAIT_SECONDS`` after the prefetch began, so that the load ends within init (which has a
+    CPU burst, and after which a provisioned-concurrency environment is frozen until its first
+    request). A bigger model goes on loading and the first request waits for the rest.
+
+    >>> finish = prefetch()  # at the top of functions/recommend/app.py, before the web framework
+    >>> finish()             # at its end
     """
+    thread, wait = None, 0.0
     try:
-        if get_settings().prefetch_model:
-            get_registry().prefetch()
+        wait = INIT_WAIT_SECONDS.get(get_settings().lambda_initialization or "", 0.0)
+        thread = get_registry().prefetch() if wait else None
     except ConfigurationError:
-        return
+        pass
+    deadline = time.monotonic() + wait
+
+    def finish() -> None:
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    return finish
 
 
 def reset(registry: ModelRegistry | None = None) -> None:

@@ -8,8 +8,9 @@ empty ``TOWERLIGHT_CACHE_DIR``.
 1. Like Lambda, import ``app.py`` as module ``app`` and call ``handler`` once: that first response
    includes downloading the version from the S3 endpoint, loading it and the first Postgres query. The
    parent sets ``AWS_LAMBDA_INITIALIZATION_TYPE=on-demand`` as Lambda does, so ``app.py`` starts the
-   model's download in a background thread at import; the download and load are timed where they run
-   (by wrapping ``download_version`` and ``load_bundle`` as their modules are imported).
+   model's download in a background thread at import and waits for it at its end; the download and
+   load are timed where they run (by wrapping ``download_version`` and ``load_bundle`` as their
+   modules are imported).
 2. Serve ``warm_events``, then read the peak RSS (``VmHWM``).
 3. With ``compare`` (``{"warmup": [...], "events": [...], "block": n, "users": [...], "candidates": c}``):
    time ``handler`` on ``events`` with the served (hnswlib) model and with the same bundle searched by

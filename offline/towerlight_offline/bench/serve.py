@@ -448,10 +448,10 @@ def _report(
         f"stages timed outside the handler for {COMPONENT_SAMPLES} of those users (top-C = {CANDIDATES})",
         "cold start: wall clock from spawning the process to its first response (CPU: the process's user + system "
         "CPU time until then, all threads, which a busy machine inflates less than the wall clock); "
-        "imports = app.py's imports, "
-        "first request = the rest (waiting for the model, the DB connection, the answer); the model's download "
-        "and load run in a thread started at the top of app.py, overlapping the imports: their columns are "
-        "their own durations, and 'download began' is when, after the interpreter started",
+        "imports = importing app.py, which is Lambda's init: it starts the model's download and load in a "
+        "thread, imports the web stack meanwhile and waits for the model at its end; first request = the rest "
+        "(the DB connection, the answer); download and load are their own durations, 'download began' is when, "
+        "after the interpreter started",
         f"total benchmark time {seconds:.0f} s",
     ]
     results = {
