@@ -576,3 +576,23 @@ def test_rank_by_content_explains_known_items_and_puts_unknown_ones_last(serve: 
     assert scores == sorted(scores, reverse=True) and body["items"][-1]["score"] is None
     assert body["items"][0]["reasons"]["retrieval"]["because"] == {"item_id": "1", "similarity": 1.0}
     assert body["items"][-1]["reasons"] == {"retrieval": {"source": "unknown"}, "ranker": [], "rules": []}
+
+
+def test_rank_by_hybrid_normalises_over_the_callers_list(serve: Caller, db: psycopg.Connection) -> None:
+    # GIVEN user 42 with history, and six known films to order
+    add_events(db, USER, HISTORY)
+    films = ["50", "181", "100", "258", "1", "95"]
+    # WHEN they are ranked by an even hybrid of two-tower and content, explained
+    body = {"user_id": USER, "item_ids": films, "strategy": "hybrid", "weights": "two_tower:1,content:1"}
+    status, ranked = serve("recommend_rank.json", body={**body, "explain": True})
+    # THEN each component spans [0, 1] over the list, and each score is their mean, best first
+    assert status == 200 and ranked["strategy"] == "hybrid" and sorted(item_ids(ranked)) == sorted(films)
+    parts = [item["reasons"]["retrieval"]["components"] for item in ranked["items"]]
+    for name in ("two_tower", "content"):
+        assert min(p[name] for p in parts) == 0 and max(p[name] for p in parts) == 1
+    scores = [item["score"] for item in ranked["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert scores == pytest.approx([(p["two_tower"] + p["content"]) / 2 for p in parts], abs=1e-3)
+    # AND weights without strategy=hybrid are refused
+    status, error = serve("recommend_rank.json", body={**body, "strategy": "content"})
+    assert status == 422 and "weights apply to strategy=hybrid only" in error["error"]["message"]
