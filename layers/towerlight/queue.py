@@ -132,7 +132,8 @@ def _send_chunk(
             response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except Exception as exc:  # botocore raises many types; each means "this call sent nothing"
             logger.warning("SendMessageBatch failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            # botocore's HTTP errors (read timeout, ...) carry response=None; service errors a dict.
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or type(exc).__name__
             last_error = {index: SendFailure(index, str(code), str(exc)) for index in pending}
             continue
         for entry in response.get("Successful", []):

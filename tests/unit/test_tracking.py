@@ -10,6 +10,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from botocore.exceptions import ReadTimeoutError
 
 from towerlight import queue
 from towerlight.config import get_settings
@@ -314,8 +315,13 @@ def test_sender_faults_are_not_retried() -> None:
     assert [f.code for f in result.failed] == ["InvalidMessageContents"]
 
 
-def test_a_call_that_raises_is_retried_for_its_whole_chunk() -> None:
-    # GIVEN the first SendMessageBatch call fails outright (e.g. a dropped connection)
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionError("connection reset"), ReadTimeoutError(endpoint_url="http://127.0.0.1:5000/")],
+    ids=["dropped-connection", "botocore-read-timeout"],  # the latter has a `response` attribute set to None
+)
+def test_a_call_that_raises_is_retried_for_its_whole_chunk(error: Exception) -> None:
+    # GIVEN the first SendMessageBatch call fails outright
     sqs = FakeSQS()
     real = sqs.send_message_batch
     calls = {"n": 0}
@@ -323,7 +329,7 @@ def test_a_call_that_raises_is_retried_for_its_whole_chunk() -> None:
     def flaky(**kwargs: Any) -> dict[str, Any]:
         calls["n"] += 1
         if calls["n"] == 1:
-            raise ConnectionError("connection reset")
+            raise error
         return real(**kwargs)
 
     sqs.send_message_batch = flaky  # type: ignore[method-assign]
