@@ -34,6 +34,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from towerlight.db.connection import shared_connection
 from towerlight.db.events import EventRow, insert_events
 from towerlight.errors import ValidationError
+from towerlight.event_fields import read_event_fields
 from towerlight.impressions import (
     Impression,
     InvalidImpressionError,
@@ -41,7 +42,7 @@ from towerlight.impressions import (
     parse_impression_message,
     record_feedback,
 )
-from towerlight.tracking import InteractionEvent, MetricsSink, validation_problems
+from towerlight.tracking import MetricsSink, validation_problems
 
 logger = logging.getLogger(__name__)
 
@@ -92,24 +93,12 @@ def event_row(body: str, message_id: str) -> EventRow:
         'c0f1...'  # derived from "msg-1": the same on every redelivery
     """
     try:
-        event = InteractionEvent.model_validate_json(body)
+        fields = read_event_fields(body)
     except pydantic.ValidationError as exc:
         reasons = "; ".join(f"{p['location']}: {p['message']}" for p in validation_problems(exc))
         raise InvalidRecordError(f"message {message_id} is not a valid event: {reasons}") from None
-    if "event_id" in event.model_fields_set:
-        event_id = event.event_id
-    else:
-        event_id = str(uuid.uuid5(MESSAGE_EVENT_NAMESPACE, message_id))
-    return EventRow(
-        event_id=event_id,
-        user_id=event.user_id,
-        item_id=event.item_id,
-        event_type=event.event_type,
-        value=event.value,
-        ts=event.timestamp,
-        recommendation_id=event.recommendation_id,
-        context=event.context,
-    )
+    event_id = fields.event_id or str(uuid.uuid5(MESSAGE_EVENT_NAMESPACE, message_id))
+    return EventRow(event_id, *fields[1:])
 
 
 def record_handler(record: SQSRecord) -> EventRow | Impression:

@@ -52,7 +52,8 @@ def _identifier(value: str) -> str:
     return value
 
 
-def _timestamp(value: datetime) -> datetime:
+def check_timestamp(value: datetime) -> datetime:
+    """The model's rule for times: ``value`` in UTC, not before 1970 nor too far ahead (raises ValueError)."""
     # An ISO-8601 time without an offset is read as UTC; any other offset is converted to UTC.
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if value < EARLIEST_TIMESTAMP:
@@ -63,7 +64,8 @@ def _timestamp(value: datetime) -> datetime:
     return value
 
 
-def _context(value: dict[str, Any]) -> dict[str, Any]:
+def check_context(value: dict[str, Any]) -> dict[str, Any]:
+    """The model's rule for ``context``: plain JSON of bounded size, no NUL (raises ValueError)."""
     try:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except ValueError as exc:  # NaN or Infinity: not JSON, and Postgres jsonb refuses them
@@ -83,12 +85,11 @@ def _new_event_id() -> str:
     return str(uuid4())
 
 
+# 8-4-4-4-12 hex digits, either case (stored lower-case).
+EVENT_ID_PATTERN = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_identifier)]
 # A string, not uuid.UUID: ingest validates thousands per batch and str(UUID) alone costs microseconds.
-EventId = Annotated[
-    str,
-    StringConstraints(to_lower=True, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"),
-]
+EventId = Annotated[str, StringConstraints(to_lower=True, pattern=f"^{EVENT_ID_PATTERN}$")]
 EventTypeName = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]  # one table: event_types.py
 
 
@@ -113,9 +114,9 @@ class InteractionEvent(BaseModel):
     item_id: Identifier
     event_type: EventTypeName
     value: float | None = Field(default=None, allow_inf_nan=False)
-    timestamp: Annotated[datetime, AfterValidator(_timestamp)] = Field(default_factory=_now)
+    timestamp: Annotated[datetime, AfterValidator(check_timestamp)] = Field(default_factory=_now)
     recommendation_id: Identifier | None = None
-    context: Annotated[dict[str, Any], AfterValidator(_context)] | None = None
+    context: Annotated[dict[str, Any], AfterValidator(check_context)] | None = None
 
     def to_message(self) -> str:
         """The SQS message body: canonical JSON, absent optional fields left out."""
