@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -181,6 +181,37 @@ def test_insert_events_stores_every_field(db: psycopg.Connection) -> None:
         "SELECT user_id, item_id, event_type, value, ts, recommendation_id, context FROM events"
     ).fetchone()
     assert stored == ("u1", "i1", "rating", 4.5, T0, "rec-1", {"page": "home", "pos": 3})
+
+
+def test_insert_events_stores_unicode_nested_context_and_offsets_exactly(db: psycopg.Connection) -> None:
+    # GIVEN events in the binary COPY's harder cases: non-ASCII text, nested JSON, a non-UTC time, no value
+    context = {"q": "café ☕ 😀", "path": ["a", {"b": [1, 2.5, None, True]}], "big": 10**20}
+    tokyo = datetime(2025, 1, 15, 19, 0, 5, 123456, tzinfo=timezone(timedelta(hours=9)))
+    rows = [
+        EventRow(str(uuid.uuid4()), "ü-ser", "ïtem", "view", None, tokyo, "rëc", context),
+        EventRow(str(uuid.uuid4()).upper(), "u1", "i1", "rating", -0.5, T0),
+    ]
+    # WHEN inserting them
+    with db.transaction():
+        inserted = insert_events(db, rows)
+    # THEN every field reads back as given (ids in canonical lower case)
+    assert inserted == [rows[0].event_id, rows[1].event_id.lower()]
+    stored = db.execute(
+        "SELECT event_id::text, user_id, item_id, value, ts, recommendation_id, context FROM events ORDER BY user_id"
+    ).fetchall()
+    assert stored[0] == (rows[1].event_id.lower(), "u1", "i1", -0.5, T0, None, None)
+    assert stored[1] == (rows[0].event_id, "ü-ser", "ïtem", None, tokyo, "rëc", context)
+    db.rollback()
+
+
+def test_insert_events_refuses_an_id_that_is_not_a_uuid_before_writing(db: psycopg.Connection) -> None:
+    # GIVEN a batch with one event_id that is not a UUID
+    rows = [event("u1", "i1", 1), event("u1", "i2", 2, event_id="not-a-uuid")]
+    # WHEN inserting it THEN the whole batch fails and nothing is stored
+    with pytest.raises(ValueError, match="not a UUID"):
+        insert_events(db, rows)
+    assert count(db, "SELECT count(*) FROM events") == 0
+    db.rollback()
 
 
 def test_event_row_requires_an_aware_timestamp() -> None:

@@ -30,7 +30,7 @@ from towerlight.event_types import REMOVING_EVENT_TYPES
 
 _COLUMNS = "(event_id, user_id, item_id, event_type, value, ts, recommendation_id, context)"
 # The fast path: rows go straight into events, in one COPY (heap multi-insert, no staging table).
-_COPY_INTO_EVENTS = f"COPY events {_COLUMNS} FROM STDIN"
+_COPY_INTO_EVENTS = f"COPY events {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 # The path for batches that repeat stored events: stage, then INSERT ... ON CONFLICT DO NOTHING.
 _STAGE_EVENTS = (
     b"DROP TABLE IF EXISTS pg_temp.towerlight_events_in; "
@@ -39,7 +39,7 @@ _STAGE_EVENTS = (
     b" value double precision, ts timestamptz NOT NULL, recommendation_id text, context jsonb"
     b") ON COMMIT DROP"
 )
-_COPY_INTO_STAGE = f"COPY pg_temp.towerlight_events_in {_COLUMNS} FROM STDIN"
+_COPY_INTO_STAGE = f"COPY pg_temp.towerlight_events_in {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _INSERT_STAGED = (
     f"INSERT INTO events {_COLUMNS}"
     " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context"
@@ -47,8 +47,11 @@ _INSERT_STAGED = (
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id::text"
 )
-# Text COPY: the server parses event_id (validating it) and context (already JSON text) itself.
-_COPY_TYPES = ("text", "text", "text", "text", "float8", "timestamptz", "text", "text")
+# Binary COPY: the server no longer parses every uuid, time and number from text (a third of its time
+# per row, measured). Each field goes in its column type's binary form; event_id and context are passed
+# as raw bytes already in that form: the uuid's 16 bytes, and jsonb's version byte then the JSON text.
+_COPY_TYPES = ("bytea", "text", "text", "text", "float8", "timestamptz", "text", "bytea")
+_JSONB_VERSION = b"\x01"
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # One round trip for serving: the latest events, every item the user removed (flag = true), and, when
@@ -73,7 +76,8 @@ ORDER BY removed, ts DESC, received_at DESC
 """
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs ~4x, and ingest builds thousands per batch.
+@dataclass(slots=True)
 class EventRow:
     """One interaction to store. ``event_id`` is a UUID string; ``ts`` must be timezone-aware."""
 
@@ -105,9 +109,9 @@ def insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> list[st
     """Insert ``rows``, skipping any ``event_id`` already stored or repeated in the batch.
 
     Returns the ids (canonical lower-case UUID strings) of the rows actually inserted; an ``event_id``
-    that is not a UUID fails the whole batch (validate first). The caller controls the transaction:
-    nothing is committed here (on an autocommit connection the call runs in its own transaction).
-    Several calls may share one transaction.
+    that is not a UUID fails the whole batch with ``ValueError`` before anything is sent (validate
+    first). The caller controls the transaction: nothing is committed here (on an autocommit
+    connection the call runs in its own transaction). Several calls may share one transaction.
 
     New events (the usual case) go straight into ``events`` with one ``COPY`` under a savepoint. Only
     when that meets an ``event_id`` already stored (a redelivery, or a concurrent writer) is the batch
@@ -156,7 +160,10 @@ def _insert_staged(conn: psycopg.Connection, records: Iterable[tuple[Any, ...]])
 
 
 def _records(rows: Sequence[EventRow]) -> dict[str, tuple[Any, ...]]:
-    """The COPY row of the first event of each id, keyed by the canonical id (a non-UUID id is kept)."""
+    """The COPY row of the first event of each id, keyed by the canonical id.
+
+    Raises ``ValueError`` when an ``event_id`` is not a UUID: nothing is written.
+    """
     records: dict[str, tuple[Any, ...]] = {}
     for row in rows:
         event_id = row.event_id if _CANONICAL_UUID.fullmatch(row.event_id) else _canonical(row.event_id)
@@ -169,13 +176,14 @@ def _canonical(event_id: str) -> str:
     try:
         return str(uuid.UUID(event_id))
     except (ValueError, TypeError):
-        return event_id  # not a UUID: the server refuses it, failing the batch like any bad row
+        raise ValueError(f"event_id {event_id!r} is not a UUID") from None
 
 
 def _record(event_id: str, row: EventRow) -> tuple[Any, ...]:
     # pydantic_core's encoder (Rust): ~10x json.dumps on a small dict, and this runs for every event.
-    context = None if row.context is None else pydantic_core.to_json(row.context).decode()
-    return (event_id, row.user_id, row.item_id, row.event_type, row.value, row.ts, row.recommendation_id, context)
+    context = None if row.context is None else _JSONB_VERSION + pydantic_core.to_json(row.context)
+    uuid_bytes = bytes.fromhex(event_id.replace("-", ""))
+    return (uuid_bytes, row.user_id, row.item_id, row.event_type, row.value, row.ts, row.recommendation_id, context)
 
 
 def _copy(cur: psycopg.Cursor[Any], statement: str, records: Iterable[tuple[Any, ...]]) -> None:
