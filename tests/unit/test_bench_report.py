@@ -81,8 +81,26 @@ def test_a_tiny_ingest_bench_completes(
     assert results["autocommit_per_event"]["inserted"] == 20
     assert (results["redelivery"]["inserted"], results["redelivery"]["duplicates"]) == (0, 100)
     assert results["rows_at_end"] == 420
+    assert results["handler"]["client_cpu_ms_per_batch"] > 0 and results["handler"]["events_per_cpu_second"] > 0
     assert json.loads(json_path.read_text())["targets"][0]["status"] in ("PASS", "MISS")
-    assert md_path.is_file()
+    assert "## CPU per batch" in md_path.read_text()
+
+
+@pytest.mark.integration
+def test_a_tiny_track_bench_completes(tmp_path: Path) -> None:
+    from towerlight_offline.bench.track import TrackBenchConfig, run_track_bench
+
+    # GIVEN a few POSTs of 1 and of 10 events (the benchmark starts its own SQS endpoint)
+    config = TrackBenchConfig(plan=((1, 4), (10, 3)), warmup=1, out=tmp_path)
+    # WHEN the benchmark runs
+    report, (json_path, md_path) = run_track_bench(config)
+    # THEN each size was timed, through the handler and the transport alone, and every event is queued
+    for size, posts in config.plan:
+        measured = report.results[f"post_{size}"]
+        assert measured["handler"]["n"] == measured["transport"]["n"] == posts
+        assert measured["billed_ms_mean"] >= measured["handler"]["mean_ms"]
+    assert report.results["events_in_queue"] >= report.results["events_accepted"] == 2 * (1 * 5 + 10 * 4)
+    assert json_path.stem.startswith("track-") and "## Lambda compute" in md_path.read_text()
 
 
 @pytest.mark.integration

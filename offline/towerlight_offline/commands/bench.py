@@ -1,13 +1,14 @@
-"""``towerlight bench serve|ingest|explain``: benchmarks of the recommend and ingest functions against their targets.
+"""``towerlight bench serve|ingest|track|explain``: benchmarks of the recommend, ingest and track functions.
 
 Each starts its own local stack (embedded Postgres unless ``DATABASE_URL`` is set; moto's S3 endpoint
-for ``serve``), measures a baseline in the same run, writes ``<out>/<name>-<timestamp>.json`` and
-``.md`` and prints the markdown. Examples::
+for ``serve``, its SQS endpoint for ``track``), measures a baseline in the same run, writes
+``<out>/<name>-<timestamp>.json`` and ``.md`` and prints the markdown. Examples::
 
     $ towerlight bench serve                      # 100k items, 64-d: warm p50/p99, cold start, peak RSS
     $ towerlight bench serve --items 1000000
     $ towerlight bench ingest --events 200000 --batch 1000
     $ towerlight bench explain                    # explain=true's cost per request, in process
+    $ towerlight bench track                      # duration per POST /events of 1 and of 100 events
 """
 
 from __future__ import annotations
@@ -62,6 +63,16 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_track(args: argparse.Namespace) -> int:
+    from towerlight_offline.bench.track import TrackBenchConfig, run_track_bench
+
+    config = TrackBenchConfig(
+        plan=((1, args.single_posts), (100, args.batch_posts)), warmup=args.warmup, seed=args.seed, out=Path(args.out)
+    )
+    report, paths = run_track_bench(config, say=console.say)
+    return _show(report.to_markdown(), paths)
+
+
 def _show(markdown: str, paths: tuple[Path, Path]) -> int:
     console.say()
     console.say(markdown)
@@ -72,7 +83,7 @@ def _show(markdown: str, paths: tuple[Path, Path]) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark the recommend and ingest functions against their targets",
+        help="benchmark the recommend, ingest and track functions",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -113,3 +124,11 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--epochs", type=int, default=3, help="two-tower epochs of the model (default 3)")
     explain.add_argument("--seed", type=int, default=0)
     explain.set_defaults(func=run_explain)
+
+    track = benches.add_parser("track", help="duration of the track function per POST of 1 and of 100 events")
+    track.add_argument("--single-posts", type=int, default=300, help="timed POSTs of 1 event (default 300)")
+    track.add_argument("--batch-posts", type=int, default=60, help="timed POSTs of 100 events (default 60)")
+    track.add_argument("--warmup", type=int, default=10, help="untimed POSTs first, per size (default 10)")
+    track.add_argument("--seed", type=int, default=0)
+    track.add_argument("--out", default="bench-results", help="directory for the JSON and markdown reports")
+    track.set_defaults(func=run_track)
