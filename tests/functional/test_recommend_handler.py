@@ -596,3 +596,27 @@ def test_rank_by_hybrid_normalises_over_the_callers_list(serve: Caller, db: psyc
     # AND weights without strategy=hybrid are refused
     status, error = serve("recommend_rank.json", body={**body, "strategy": "content"})
     assert status == 422 and "weights apply to strategy=hybrid only" in error["error"]["message"]
+
+
+# ---- experiments ------------------------------------------------------------------------------------------
+def test_an_experiment_variant_is_reported_and_may_pin_the_strategy_of_auto_requests(
+    trained_model: Model, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN user 42 with history, in an experiment whose only variant pins popularity
+    add_events(db, USER, HISTORY)
+    monkeypatch.setenv("TOWERLIGHT_STORE", trained_model[0])
+    pinned = {"name": "pop-test", "variants": [{"name": "popular", "weight": 1, "strategy": "popularity"}]}
+    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps(pinned))
+    call = new_process()
+    # WHEN an auto request and an explicit two_tower request arrive
+    _, auto = call("recommend_get.json", query="k=3")
+    _, explicit = call("recommend_get.json", query="k=3&strategy=two_tower")
+    # THEN both report the variant; the pin applies to auto only
+    assert (auto["variant"], auto["strategy"]) == ("popular", "popularity")
+    assert (explicit["variant"], explicit["strategy"]) == ("popular", "two_tower")
+    # AND a variant pinning a model version is refused clearly until serving can load a non-current one
+    versioned = {"name": "next", "variants": [{"name": "next-model", "weight": 1, "model_version": "v2"}]}
+    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps(versioned))
+    status, body = new_process()("recommend_get.json")
+    assert (status, body["error"]["code"]) == (503, "configuration_error")
+    assert "model_version" in body["error"]["message"]

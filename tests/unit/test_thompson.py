@@ -93,6 +93,10 @@ def test_a_choice_among_the_strategies_a_user_allows_reports_the_renormalized_pr
     assert share == pytest.approx(2 / 3, abs=4 * np.sqrt(2 / 9 / 6000))
     with pytest.raises(ValueError, match="allowed"):
         policy.choose(p, rng, allowed={"hybrid"})
+    # AND allowed arms that never won a draw (no exploration) are chosen uniformly, never with zero probability
+    never = {"two_tower": 1.0, "popularity": 0.0, "content": 0.0}
+    fallback = {policy.choose(never, rng, allowed={"popularity", "content"}) for _ in range(200)}
+    assert {(c.strategy, c.propensity) for c in fallback} == {("popularity", 0.5), ("content", 0.5)}
 
 
 class Counters:

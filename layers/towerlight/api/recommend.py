@@ -111,8 +111,11 @@ def create_recommend_app(
             max_per_category=max_per_category,
             explain=explain,
         )
-        result = service().recommend(user_id, query)
-        if strategy == "auto":  # the service's decision (a caller's explicit strategy is not the bandit's)
+        recommender = service()
+        result = recommender.recommend(user_id, query)
+        # Only the service's own decisions (not a caller's explicit strategy), and only when something
+        # learns from them: sending costs the request a round trip to SQS.
+        if strategy == "auto" and recommender.learns_online:
             _log_impression(metrics, result)
         _record(metrics, "recommendations", started, result.model_version, result.fallbacks)
         return JSONResponse(result.to_json())

@@ -121,6 +121,11 @@ class ThompsonSampling:
         if not names:
             raise ValueError(f"none of {list(probabilities)} is allowed")
         weights = np.fromiter((probabilities[name] for name in names), dtype=np.float64, count=len(names))
-        weights /= weights.sum()
-        index = int(rng.choice(len(names), p=weights))
-        return ArmChoice(names[index], float(weights[index]))
+        if weights.sum() <= 0.0:  # without exploration, no allowed arm may ever have won a draw
+            weights = np.ones(len(names))
+        cumulative = np.cumsum(weights)
+        # Inverse CDF by hand (Generator.choice(p=...) validates p on every call): with u < total,
+        # cumulative[index - 1] <= u < cumulative[index], so the arm drawn has a positive weight.
+        index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+        index = min(index, len(names) - 1)  # u == total only through rounding of the product
+        return ArmChoice(names[index], float(weights[index] / cumulative[-1]))

@@ -329,6 +329,11 @@ class RecommendationService:
         self.max_promoted = max_promoted
         self._inactive_cache: tuple[ModelBundle, frozenset[str], np.ndarray] | None = None
 
+    @property
+    def learns_online(self) -> bool:
+        """Whether a bandit picks ``auto``'s strategy or an experiment runs: then impressions are worth logging."""
+        return self._experiment is not None or not isinstance(self.policy, BestAvailable)
+
     def recommend(self, user_id: str, query: RecommendQuery) -> Recommendations:
         """Top-``query.k`` items for ``user_id``, best first (promotions and caps applied).
 
