@@ -16,7 +16,20 @@ from collections.abc import Sequence
 from towerlight.errors import TowerlightError
 from towerlight_offline import console
 
-COMMANDS = ("db", "data", "import_", "train", "models", "ope", "promotions", "serve", "invoke", "bench", "demo")
+COMMANDS = (
+    "db",
+    "data",
+    "import_",
+    "train",
+    "models",
+    "ope",
+    "simulate",
+    "promotions",
+    "serve",
+    "invoke",
+    "bench",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
