@@ -12,7 +12,8 @@ A published version holds these files (names are keys of the manifest's ``files`
                     embedding is ``vectors[vector_of_item[i]]``), ``index_center`` float32 [D] (the index
                     holds ``vectors - index_center``), ``category_names`` (unicode [C]),
                     ``category_offsets`` int64 [N + 1] and ``category_codes`` int32 (CSR: categories of item
-                    i are codes[offsets[i]:offsets[i + 1]]), ``titles`` (unicode [N]). Versions written
+                    i are codes[offsets[i]:offsets[i + 1]]). No titles: serving never read them (84 MB at
+                    1M items), they stay in the item catalogue. Versions written
                     before hold ``embeddings`` float32 [N, D] instead, indexed row by row: still served.
 ``items.hnsw``      hnswlib index (space "ip", labels = rows of ``vectors``), params in the manifest
 ``popularity.npz``  ``item_ids`` (unicode [P]) and ``scores`` float32 [P], time-decayed, best first;

@@ -185,7 +185,6 @@ def items_arrays(records: list[ItemRecord], indexed: IndexedVectors) -> dict[str
         "category_names": np.asarray(names, dtype=str),
         "category_offsets": offsets,
         "category_codes": np.fromiter((code[c] for r in records for c in r.categories), dtype=np.int32),
-        "titles": np.asarray([r.title or "" for r in records], dtype=str),
     }
 
 

@@ -57,7 +57,6 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
         assert len(items["category_offsets"]) == n_items + 1
         assert items["vectors"].dtype == np.float16 and items["vector_of_item"].shape == (n_items,)
         assert items["index_center"].shape == (items["vectors"].shape[1],)
-        assert len(items["titles"]) == n_items
     with np.load(model_dir / artifacts.POPULARITY, allow_pickle=False) as popularity:
         assert np.all(np.diff(popularity["scores"]) <= 0)
         assert len(popularity["segment_offsets"]) == len(popularity["segments"]) + 1

@@ -302,7 +302,7 @@ def _load_spec(raw: bytes, version: str) -> FeatureSpec:
 
 
 def _npz(source: Path | io.BytesIO, wanted: tuple[str, ...], version: str, name: str = "") -> dict[str, np.ndarray]:
-    """The ``wanted`` arrays of an npz archive (others, such as titles, are never read into memory)."""
+    """The ``wanted`` arrays of an npz archive (others are never read into memory)."""
     label = name or getattr(source, "name", "npz")
     try:
         with np.load(source, allow_pickle=False) as data:
