@@ -76,6 +76,31 @@ def make_registry(store_uri: str, tmp_path: Path, loader: Loader, clock: Clock, 
     return ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=loader, clock=clock, **kwargs)
 
 
+def test_the_refresh_interval_starts_when_a_slow_load_ends(store_uri: str, tmp_path: Path) -> None:
+    # GIVEN v1 promoted, and a load that takes longer than the refresh interval
+    publish(store_uri, tmp_path, "v1")
+    clock = Clock()
+
+    class SlowLoader(Loader):
+        def __call__(self, store: object, version: str, cache_dir: Path) -> FakeBundle:
+            clock.now += REFRESH + 5
+            return super().__call__(store, version, cache_dir)
+
+    loader = SlowLoader()
+    registry = make_registry(store_uri, tmp_path, loader, clock)
+    registry.get()
+    checked = registry.status().checked_at
+    # WHEN v2 is promoted and the next request comes just before a full interval after the load
+    publish(store_uri, tmp_path, "v2")
+    clock.now += REFRESH - 1
+    served = registry.get()
+    # THEN CURRENT was not re-read: v1 is still served, and the next check comes a full interval later
+    assert served.version == "v1" and loader.calls == ["v1"]
+    assert registry.status().checked_at == checked
+    clock.now += 2
+    assert registry.get().version == "v2"
+
+
 def test_first_use_loads_current_and_caches_it_until_the_refresh_interval(store_uri: str, tmp_path: Path) -> None:
     # GIVEN v1 promoted, and a registry that has not loaded anything
     publish(store_uri, tmp_path, "v1")

@@ -188,7 +188,8 @@ class ModelRegistry:
         finally:
             served = self._bundle is not None
             interval = self.refresh_seconds if served else min(self.refresh_seconds, NO_MODEL_RECHECK_SECONDS)
-            self._next_check = now + interval
+            # Counted from the end of the check: a slow download must not make the next request re-check.
+            self._next_check = self._clock() + interval
 
     def _follow_pointer(self, now: float) -> None:
         """Read CURRENT and, when it names another version, load and swap it in (or record why not)."""
