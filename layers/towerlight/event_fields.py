@@ -71,7 +71,11 @@ def read_event_fields(body: str) -> EventFields:
     fields = read_canonical(body)
     if fields is not None:
         return fields
-    event = InteractionEvent.model_validate_json(body)
+    return fields_of(InteractionEvent.model_validate_json(body))
+
+
+def fields_of(event: InteractionEvent) -> EventFields:
+    """A validated event's fields; ``event_id`` is None unless the message itself carried one."""
     return EventFields(
         event.event_id if "event_id" in event.model_fields_set else None,
         event.user_id,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from towerlight.event_fields import EventFields, read_canonical, read_event_fields
+from towerlight.event_fields import EventFields, fields_of, read_canonical, read_event_fields
 from towerlight.event_types import EVENT_TYPES
 from towerlight.tracking import InteractionEvent
 
@@ -190,19 +190,9 @@ def tweaked(draw: st.DrawFn) -> str:
 def model_fields(body: str) -> EventFields | None:
     """The model's reading of ``body`` (None when it refuses it), shaped like ``read_canonical``'s."""
     try:
-        event = InteractionEvent.model_validate_json(body)
+        return fields_of(InteractionEvent.model_validate_json(body))
     except pydantic.ValidationError:
         return None
-    return EventFields(
-        event.event_id if "event_id" in event.model_fields_set else None,
-        event.user_id,
-        event.item_id,
-        event.event_type,
-        event.value,
-        event.timestamp,
-        event.recommendation_id,
-        event.context,
-    )
 
 
 def assert_same(fast: EventFields, model: EventFields) -> None:
