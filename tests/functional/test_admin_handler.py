@@ -374,3 +374,112 @@ def test_online_stats_show_the_arms_and_each_variant_with_intervals(admin: Modul
     assert (arms["two_tower"]["impressions"], arms["popularity"]["impressions"]) == (40, 20)
     assert arms["popularity"]["mean_reward"] == pytest.approx((4 * 1.0 + 4 * 0.5) / 20)
     assert sum(a["thompson_probability"] for a in body["arms"]) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------- promotions
+
+
+def promotion_rows(db: psycopg.Connection) -> list[tuple[Any, ...]]:
+    with db.transaction():
+        return db.execute("SELECT item_id, mode, position, boost, starts_at, ends_at, note FROM promotions").fetchall()
+
+
+def test_put_pins_an_item_for_a_window_and_names_the_operator(admin: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN no promotions  WHEN an operator pins item 50 for December (events/admin_promotion_put.json)
+    status, body = call(admin, load_event("admin_promotion_put.json"))
+    # THEN the row holds the pin and its window, and the response echoes it with the IAM caller
+    assert status == 200
+    start, end = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 24, tzinfo=UTC)
+    assert promotion_rows(db) == [("50", "pin", 1, None, start, end, "holiday banner")]
+    assert body["actor"] == OPERATOR
+    assert body["promotion"] == {
+        "item_id": "50",
+        "mode": "pin",
+        "position": 1,
+        "boost": None,
+        "starts_at": "2026-12-01T00:00:00Z",
+        "ends_at": "2026-12-24T00:00:00Z",
+        "note": "holiday banner",
+    }
+
+
+def test_put_replaces_a_pin_by_a_boost_with_the_cli_default_strength(admin: ModuleType, db: psycopg.Connection) -> None:
+    call(admin, load_event("admin_promotion_put.json"))
+    # WHEN the same item is boosted without a strength
+    status, body = call(admin, with_body(load_event("admin_promotion_put.json"), {"mode": "boost"}))
+    # THEN one row remains: a boost of 0.25 (the CLI's default), live now and until removed
+    assert status == 200
+    assert promotion_rows(db) == [("50", "boost", None, 0.25, None, None, None)]
+    assert (body["promotion"]["mode"], body["promotion"]["boost"]) == ("boost", 0.25)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"mode": "pin", "boost": 0.5}, 422, "invalid_request"),  # a pin with a boost
+        ({"mode": "boost", "boost": 1.5}, 422, "invalid_request"),  # out of (0, 1]
+        ({"mode": "pin", "position": 0}, 422, "invalid_request"),
+        ({"mode": "feature"}, 422, "invalid_request"),
+        ({"mode": "pin", "colour": "red"}, 422, "invalid_request"),  # unknown field
+        ({"mode": "pin", "starts_at": "2026-12-01T00:00:00"}, 422, "invalid_request"),  # no time zone
+        (
+            {"mode": "pin", "starts_at": "2026-12-24T00:00:00Z", "ends_at": "2026-12-01T00:00:00Z"},
+            422,
+            "invalid_request",
+        ),
+    ],
+)
+def test_put_refuses_bad_promotions_and_writes_nothing(
+    admin: ModuleType, db: psycopg.Connection, body: dict[str, Any], status: int, code: str
+) -> None:
+    answer, error = call(admin, with_body(load_event("admin_promotion_put.json"), body))
+    assert (answer, error["error"]["code"]) == (status, code)
+    assert promotion_rows(db) == []
+
+
+def test_put_with_a_body_that_is_not_json_or_missing_is_refused(admin: ModuleType, db: psycopg.Connection) -> None:
+    event = load_event("admin_promotion_put.json")
+    status, body = call(admin, event | {"body": "{mode: pin"})
+    assert (status, body["error"]["code"]) == (400, "malformed_request")
+    status, body = call(admin, {k: v for k, v in event.items() if k != "body"})
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+    assert promotion_rows(db) == []
+
+
+def test_list_shows_every_promotion_or_only_the_live_ones(admin: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN a pin that starts in the future and a live boost
+    call(
+        admin,
+        with_body(
+            load_event("admin_promotion_put.json"), {"mode": "pin", "position": 2, "starts_at": "2999-01-01T00:00:00Z"}
+        ),
+    )
+    call(admin, with_body(routed("admin_promotion_put.json", item_id="181"), {"mode": "boost", "boost": 0.5}))
+    # WHEN an operator lists them, all, then only the live ones (events/admin_promotions.json has live=true)
+    everything = load_event("admin_promotions.json") | {"rawQueryString": "", "queryStringParameters": None}
+    status, body = call(admin, everything)
+    assert status == 200
+    assert [(p["item_id"], p["mode"], p["position"], p["boost"]) for p in body["promotions"]] == [
+        ("50", "pin", 2, None),
+        ("181", "boost", None, 0.5),
+    ]
+    status, body = call(admin, load_event("admin_promotions.json"))
+    assert status == 200
+    assert [p["item_id"] for p in body["promotions"]] == ["181"]
+
+
+def test_delete_removes_the_promotion_logs_who_then_answers_404(
+    admin: ModuleType, db: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    call(admin, load_event("admin_promotion_put.json"))
+    call(admin, with_body(routed("admin_promotion_put.json", item_id="181"), {"mode": "boost"}))
+    caplog.clear()
+    # WHEN item 50's promotion is deleted
+    status, body = call(admin, load_event("admin_promotion_delete.json"))
+    # THEN only 181's row is left, the change is logged with the IAM caller; deleting again is a 404
+    assert (status, body) == (200, {"removed": "50", "actor": OPERATOR})
+    assert f"item 50 no longer promoted (by {OPERATOR})" in caplog.messages
+    assert [row[0] for row in promotion_rows(db)] == ["181"]
+    status, body = call(admin, load_event("admin_promotion_delete.json"))
+    assert (status, body["error"]["code"], body["error"]["details"]) == (404, "not_found", {"item_id": "50"})
+    assert [row[0] for row in promotion_rows(db)] == ["181"]

@@ -11,6 +11,9 @@ Routes (errors use the shared ``{"error": {code, message, details?}}`` body):
 - ``GET /admin/stats?days=30&top=20``: events per type and day, CTR, popular items;
 - ``GET /admin/stats/users/{user_id}``: one user's counts, latest events, removed items;
 - ``GET /admin/stats/online?days=30``: the strategy bandit's arms, each experiment variant's CTR and conversion;
+- ``GET /admin/promotions?live=false``: pinned and boosted items; ``PUT /admin/promotions/{item_id}``
+  (``{"mode": "pin"|"boost", "position"?, "boost"?, "starts_at"?, "ends_at"?, "note"?}``): create or
+  replace, 200 with the saved promotion; ``DELETE /admin/promotions/{item_id}``: 404 when not promoted;
 - ``GET /health``.
 
 Who called is read from the IAM authorizer context API Gateway adds (``requestContext.authorizer.iam``),
@@ -25,21 +28,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import Body, FastAPI, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from towerlight.admin import online, service, stats
+from towerlight.admin import online, promotions, service, stats
 from towerlight.api.base import create_app
 from towerlight.config import get_settings
 from towerlight.db.connection import shared_connection
+from towerlight.db.promotions import DEFAULT_BOOST, DEFAULT_PIN_POSITION, Promotion
 from towerlight.store import ArtifactStore, open_store
 
 # Stats scan a window of events: allow far more than serving's 200 ms, within the 29 s function timeout.
 ADMIN_STATEMENT_TIMEOUT_MS = 20_000
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ItemId = Annotated[str, Path(min_length=1, max_length=256)]
 
 
 class PromoteRequest(BaseModel):
@@ -54,6 +59,38 @@ class RetrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     window_days: int | None = Field(default=None, ge=1, le=3650, description="days of events to train on")
+
+
+class PromotionRequest(BaseModel):
+    """The body of ``PUT /admin/promotions/{item_id}``; ``Promotion`` checks the values (HTTP 422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["pin", "boost"]
+    position: int | None = Field(
+        default=None, description=f"pin: 1-based page position (default {DEFAULT_PIN_POSITION})"
+    )
+    boost: float | None = Field(
+        default=None, description=f"boost: 0 < boost <= 1, 1 puts it first (default {DEFAULT_BOOST})"
+    )
+    starts_at: AwareDatetime | None = Field(default=None, description="ISO-8601 with a time zone (default: live now)")
+    ends_at: AwareDatetime | None = Field(
+        default=None, description="ISO-8601 with a time zone (default: until removed)"
+    )
+    note: str | None = Field(default=None, max_length=1000, description="why, for the next operator")
+
+    def promotion(self, item_id: str) -> Promotion:
+        """The promotion of ``item_id`` this body asks for, with the CLI's defaults."""
+        pin, boost = self.mode == "pin", self.mode == "boost"
+        return Promotion(
+            item_id,
+            self.mode,
+            position=DEFAULT_PIN_POSITION if pin and self.position is None else self.position,
+            boost=DEFAULT_BOOST if boost and self.boost is None else self.boost,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            note=self.note,
+        )
 
 
 def default_store() -> ArtifactStore:
@@ -136,5 +173,19 @@ def create_admin_app(
     @app.get("/admin/stats/online", tags=["stats"], summary="Bandit arms and experiment variants, with intervals")
     def online_stats(days: Annotated[int, Query(ge=1, le=stats.MAX_DAYS)] = 30) -> dict[str, Any]:
         return online.online_stats(connection(), days=days)
+
+    @app.get("/admin/promotions", tags=["promotions"], summary="Pinned and boosted items, pins first")
+    def list_promotions(
+        live: Annotated[bool, Query(description="only those inside their window now")] = False,
+    ) -> dict[str, Any]:
+        return promotions.promotions(connection(), live_only=live)
+
+    @app.put("/admin/promotions/{item_id}", tags=["promotions"], summary="Pin or boost an item (create or replace)")
+    def put_promotion(request: Request, item_id: ItemId, body: Annotated[PromotionRequest, Body()]) -> dict[str, Any]:
+        return promotions.save_promotion(connection(), body.promotion(item_id), actor=caller(request))
+
+    @app.delete("/admin/promotions/{item_id}", tags=["promotions"], summary="Stop promoting an item")
+    def delete_promotion(request: Request, item_id: ItemId) -> dict[str, Any]:
+        return promotions.delete_promotion(connection(), item_id, actor=caller(request))
 
     return app

@@ -22,6 +22,9 @@ from towerlight.errors import NotFoundError, ValidationError
 
 _COLUMNS = "item_id, mode, position, boost, starts_at, ends_at, note"
 
+DEFAULT_PIN_POSITION = 1  # when a pin names no position (CLI and admin API alike)
+DEFAULT_BOOST = 0.25  # when a boost names no strength
+
 
 @dataclass(frozen=True, slots=True)
 class Promotion:

@@ -20,7 +20,14 @@ from datetime import datetime
 import psycopg
 
 from towerlight.db.connection import connect
-from towerlight.db.promotions import Promotion, list_promotions, remove_promotion, set_promotion
+from towerlight.db.promotions import (
+    DEFAULT_BOOST,
+    DEFAULT_PIN_POSITION,
+    Promotion,
+    list_promotions,
+    remove_promotion,
+    set_promotion,
+)
 from towerlight_offline import console
 from towerlight_offline.local.postgres import ensure_database_url
 
@@ -38,11 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions.add_parser("list", help="every promotion, live or not").set_defaults(func=_list)
     pin = actions.add_parser("pin", help="show ITEM at a fixed position of every page")
     _window(pin)
-    pin.add_argument("--position", type=int, default=1, help="1-based position on the page (default 1)")
+    pin.add_argument(
+        "--position", type=int, default=DEFAULT_PIN_POSITION, help=f"1-based position (default {DEFAULT_PIN_POSITION})"
+    )
     pin.set_defaults(func=_set, mode="pin")
     boost = actions.add_parser("boost", help="move ITEM up the page by a share of the candidate list")
     _window(boost)
-    boost.add_argument("--boost", type=float, default=0.25, help="0 < boost <= 1 (1 puts it first; default 0.25)")
+    boost.add_argument(
+        "--boost", type=float, default=DEFAULT_BOOST, help=f"0 < boost <= 1 (1 puts it first; default {DEFAULT_BOOST})"
+    )
     boost.set_defaults(func=_set, mode="boost")
     remove = actions.add_parser("remove", help="stop promoting ITEM")
     remove.add_argument("item_id")
