@@ -1,7 +1,8 @@
 """template.yaml, samconfig.toml and the build files: the invariants cfn-lint does not check.
 
 ``sam validate --lint`` and cfn-lint with the serverless rules run in infra/check_template.sh; this file
-asserts what they miss: queue timing against the ingest function, parameter ranges, routes and their
+asserts what they miss: queue timing against the ingest function, parameter ranges (and that every setting
+the serving code reads is a parameter defaulting to the code's value), routes and their
 auth, least-privilege policies, an events/ file per function, and that the layer and image pins follow
 pyproject.toml.
 """
@@ -164,6 +165,57 @@ def test_globals_declare_the_environment_contract() -> None:
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Towerlight"
     assert parameter_of(variables["POWERTOOLS_LOG_LEVEL"])["Default"] == "INFO"
     assert props("AdminFunction")["Environment"]["Variables"]["RETRAIN_FUNCTION_NAME"] == {"Ref": "RetrainFunction"}
+
+
+# Read by the code but not an operator's choice: where /tmp files go, where migrations are read from.
+INTERNAL_SETTINGS = {"TOWERLIGHT_CACHE_DIR", "TOWERLIGHT_MIGRATIONS_DIR"}
+
+
+def declared_settings() -> dict[str, dict[str, Any]]:
+    """Every TOWERLIGHT_* variable the template passes from a parameter, to any function, with that parameter."""
+    environments = [GLOBAL_FUNCTION["Environment"]["Variables"]]
+    environments += [f["Properties"].get("Environment", {}).get("Variables", {}) for f in FUNCTIONS.values()]
+    return {
+        name: parameter_of(value)
+        for variables in environments
+        for name, value in variables.items()
+        if name.startswith("TOWERLIGHT_") and isinstance(value, dict) and "Ref" in value and value["Ref"] in PARAMETERS
+    }
+
+
+def test_every_setting_the_serving_code_reads_is_declared_in_the_template() -> None:
+    read = {
+        m
+        for path in (ROOT / "layers").rglob("*.py")
+        for m in re.findall(r'"(TOWERLIGHT_[A-Z0-9_]+)"', path.read_text())
+    }
+    declared = set(declared_settings()) | {"TOWERLIGHT_STORE"}  # the store is derived from the bucket, not a parameter
+    assert read - INTERNAL_SETTINGS <= declared, f"not in template.yaml: {sorted(read - INTERNAL_SETTINGS - declared)}"
+
+
+def test_setting_parameters_default_to_what_the_code_does_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from towerlight.bandit.policy import BestAvailable, auto_policy
+    from towerlight.config import get_settings
+    from towerlight.experiments import current_experiment
+    from towerlight.recommend.rules import DEFAULT_MAX_PROMOTED
+
+    # GIVEN the code's settings with none of the template's variables set
+    settings = declared_settings()
+    for name in settings:
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    unset = get_settings()
+    # WHEN each variable is set to its parameter's default, as CloudFormation passes it (a string)
+    for name, parameter in settings.items():
+        monkeypatch.setenv(name, str(parameter["Default"]))
+    get_settings.cache_clear()
+    # THEN nothing changes: the same settings, no bandit, no experiment, the code's hybrid weights and cap
+    assert get_settings() == unset
+    assert isinstance(auto_policy(), BestAvailable)
+    assert current_experiment() is None
+    assert settings["TOWERLIGHT_HYBRID_WEIGHTS"]["Default"] == ""  # empty: DEFAULT_HYBRID_WEIGHTS
+    assert settings["TOWERLIGHT_MAX_PROMOTED"]["Default"] == DEFAULT_MAX_PROMOTED
+    get_settings.cache_clear()
 
 
 def test_database_and_vpc_are_parameters_with_an_optional_vpc() -> None:
