@@ -22,6 +22,11 @@ A published version holds these files (names are keys of the manifest's ``files`
 ``content.npz``     TF-IDF of item metadata: ``item_ids`` [N] (as items.npz), ``terms`` [V], ``idf``
                     float32 [V], L2-normalised rows as CSR ``indptr`` int64 [N + 1], ``indices`` int32,
                     ``values`` float32 (optional: versions published before it serve without ``content``)
+``ranker.json``     optional second stage (``towerlight.ranking.model``): a linear model or flat trees over
+                    ``towerlight.ranking.features.FEATURE_NAMES``, as plain JSON
+``ranker_tables.npz`` per-item tables the ranker's features read (``RankingTables``: item-kNN top-N
+                    neighbours as CSR, popularity, trend, first-seen time, category and title-word CSR),
+                    rows = rows of items.npz
 
 The manifest (written by ``towerlight.store.versions.publish_version``) also carries ``params``
 (hyper-parameters, embedding dim, hnsw ``ef``/``M``), ``metrics`` (evaluation table), ``data`` (window,
@@ -37,10 +42,13 @@ ITEMS = "items.npz"
 INDEX = "items.hnsw"
 POPULARITY = "popularity.npz"
 CONTENT = "content.npz"
+RANKER = "ranker.json"
+RANKER_TABLES = "ranker_tables.npz"
 
 REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY, CONTENT)
-SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY, CONTENT)  # serving embeds no items: no item tower
-OPTIONAL_SERVING_FILES = (CONTENT,)  # served when the version has it
+# serving embeds no items: no item tower
+SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY, CONTENT, RANKER, RANKER_TABLES)
+OPTIONAL_SERVING_FILES = (CONTENT, RANKER, RANKER_TABLES)  # served when the version has them
 
 USER_TOWER_INPUTS = ("history", "user_features")
 ITEM_TOWER_INPUTS = ("item", "item_content")

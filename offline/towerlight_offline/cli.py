@@ -21,6 +21,7 @@ COMMANDS = (
     "data",
     "import_",
     "train",
+    "evaluate",
     "models",
     "ope",
     "simulate",

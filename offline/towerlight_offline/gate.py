@@ -23,6 +23,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 PRIMARY_MODEL = "two_tower"
+RANKED_MODEL = "two_tower_ranker"  # retrieval + ranker: the served row when a version has a ranker
+
+
+def served_row(manifest: Mapping[str, Any]) -> str:
+    """The metrics row a manifest says it serves (versions before the ranker: the two-tower row)."""
+    return str((manifest.get("evaluation") or {}).get("served_row") or PRIMARY_MODEL)
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def decide(
         return decision(False, f"new model has no finite {metric}")
     if current_manifest is None:
         return decision(True, "no current version: nothing to compare with")
-    current = manifest_metric(current_manifest, metric)
+    current = manifest_metric(current_manifest, metric, served_row(current_manifest))
     if current is None:
         return decision(True, f"current version {current_version} has no {metric}: nothing to compare with")
     floor = current * (1.0 - tolerance)

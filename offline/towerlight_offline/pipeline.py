@@ -43,22 +43,33 @@ from towerlight.store.versions import (
     publish_version,
     read_manifest,
 )
-from towerlight_offline.baselines import BaselineParams, build_baselines
+from towerlight_offline.baselines import BaselineParams, Tuning, TuningGrid, build_baselines, tune_baselines
 from towerlight_offline.content import content_arrays
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.evaluate import (
     EvaluationSet,
     InteractionMatrix,
+    Recommend,
     Scorer,
     evaluate_recommender,
     scoring_recommender,
 )
-from towerlight_offline.gate import PRIMARY_MODEL, GateDecision, decide
+from towerlight_offline.gate import PRIMARY_MODEL, RANKED_MODEL, GateDecision, decide
 from towerlight_offline.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, IndexedVectors
 from towerlight_offline.model.spec import fit_feature_spec, user_attributes
 from towerlight_offline.model.train import TrainedTwoTower, TwoTowerParams, train_two_tower
 from towerlight_offline.popularity import build_popularity
-from towerlight_offline.split import Split, chronological_split, user_histories
+from towerlight_offline.ranker import (
+    FittedRanker,
+    RankerParams,
+    build_ranking_tables,
+    first_event_times,
+    reranking_recommender,
+    save_ranker,
+    train_ranker,
+    user_histories_with_times,
+)
+from towerlight_offline.split import Split, chronological_split, user_histories, validation_split
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +86,9 @@ class TrainConfig:
     sample (None: all) so evaluation stays bounded on large data; MovieLens-100K (943 users) is whole.
     ``tolerance`` is the gate's relative tolerance (see ``gate.decide``). ``index_M`` and
     ``index_ef_construction`` shape the hnswlib graph (see ``index.build_index``); the query-time ef is
-    found by the build, the lowest that reaches recall@10 >= 0.95 against exact search.
+    found by the build, the lowest that reaches recall@10 >= 0.95 against exact search. ``ranker`` adds the
+    second stage (a second two-tower model is trained on the validation part to label its examples);
+    ``tune_baselines`` picks item-kNN and ALS parameters from ``tuning_grid`` on the validation part.
     """
 
     source: str = "dataset"
@@ -83,6 +96,10 @@ class TrainConfig:
     two_tower: TwoTowerParams = field(default_factory=TwoTowerParams)
     baselines: bool = True
     baseline_params: BaselineParams = field(default_factory=BaselineParams)
+    tune_baselines: bool = True
+    tuning_grid: TuningGrid = field(default_factory=TuningGrid)
+    ranker: bool = True
+    ranker_params: RankerParams = field(default_factory=RankerParams)
     tolerance: float = 0.01
     gate_metric: str = "ndcg@10"
     promote: bool = True
@@ -236,6 +253,7 @@ class _Prepared:
     matrix: InteractionMatrix
     evaluation: EvaluationSet
     attributes: dict[str, dict[str, Any]]
+    validation: Split  # the same rule inside the train part: tuning and ranker labels, never the test
 
 
 def _prepare(dataset: Dataset, config: TrainConfig) -> _Prepared:
@@ -254,29 +272,119 @@ def _prepare(dataset: Dataset, config: TrainConfig) -> _Prepared:
             {"users": int(positives["user_id"].nunique()), "interactions": len(positives)},
         )
     matrix = InteractionMatrix.build(split.train, catalogue)
-    return _Prepared(positives, split, spec, matrix, evaluation, user_attributes(dataset.users))
+    attributes = user_attributes(dataset.users)
+    validation = validation_split(split.train, config.test_fraction)
+    return _Prepared(positives, split, spec, matrix, evaluation, attributes, validation)
 
 
-def _evaluate_two_tower(
-    trained: TrainedTwoTower, prepared: _Prepared, config: TrainConfig, bars: bool
-) -> dict[str, Any]:
-    """The two-tower row of the table: each test user embedded from their train history."""
-    matrix = prepared.matrix
-    scorer = two_tower_scorer(trained, matrix, user_histories(prepared.split.train), prepared.attributes)
-    recommend = scoring_recommender(scorer, matrix)
-    return evaluate_recommender(PRIMARY_MODEL, recommend, prepared.evaluation, config.k_values, progress=bars)
+@dataclass
+class FittedModels:
+    """Every model of a run fitted on the train split, each as a ``recommend(user_ids, k)``."""
+
+    trained: TrainedTwoTower
+    recommenders: dict[str, Recommend]
+    ranker: FittedRanker | None = None
+    tuning: Tuning | None = None
+    baseline_params: BaselineParams | None = None
+
+    @property
+    def served(self) -> str:
+        """The row of the table that describes what serving will do (the gate's row)."""
+        return RANKED_MODEL if self.ranker is not None else PRIMARY_MODEL
 
 
-def _evaluate_baselines(prepared: _Prepared, config: TrainConfig, bars: bool) -> dict[str, dict[str, Any]]:
-    """A row per baseline, fitted on the same train matrix and evaluated on the same users."""
-    rows = {}
-    for baseline in build_baselines(config.baseline_params, seed=config.seed, progress=bars):
-        baseline.fit(prepared.matrix)
-        recommend = scoring_recommender(baseline.score, prepared.matrix)
-        rows[baseline.name] = evaluate_recommender(
-            baseline.name, recommend, prepared.evaluation, config.k_values, progress=bars
+def _tower_scorer(
+    trained: TrainedTwoTower, frame: pd.DataFrame, prepared: _Prepared
+) -> tuple[Scorer, InteractionMatrix]:
+    """Exact two-tower scores of users embedded from their events in ``frame``, and that frame's matrix."""
+    split_train = frame is prepared.split.train
+    matrix = prepared.matrix if split_train else InteractionMatrix.build(frame, prepared.matrix.item_ids)
+    return two_tower_scorer(trained, matrix, user_histories(frame), prepared.attributes), matrix
+
+
+def _fit_ranker(
+    dataset: Dataset, prepared: _Prepared, config: TrainConfig, params: TwoTowerParams, bars: bool
+) -> FittedRanker | None:
+    """Train the two-tower model on the validation part and the ranker on its candidates (None: too little data)."""
+    validation = prepared.validation
+    if validation.test.empty or validation.train["user_id"].nunique() < 5:
+        logger.warning("too few users with validation events to train a ranker; serving two-tower alone")
+        return None
+    early = train_two_tower(validation.train, dataset.items, dataset.users, prepared.spec, params, progress=bars)
+    score, _ = _tower_scorer(early, validation.train, prepared)
+    fitted = train_ranker(validation, score, early.item_records, config.ranker_params)
+    if fitted.positives == 0:
+        logger.warning("no validation item among the candidates; serving two-tower alone")
+        return None
+    return fitted
+
+
+def fit_models(dataset: Dataset, prepared: _Prepared, config: TrainConfig, stages: _Stages) -> FittedModels:
+    """Train the two-tower model (and ranker), tune and fit the baselines, all on the train split.
+
+    >>> fitted = fit_models(dataset, _prepare(dataset, config), config, _Stages(False))
+    >>> sorted(fitted.recommenders)
+    ['als', 'item_knn', 'popularity', 'two_tower', 'two_tower_ranker']
+    """
+    params = replace(config.two_tower, seed=config.seed)
+    with stages.stage("train", f"training two-tower on the train split ({params.epochs} epochs)"):
+        trained = train_two_tower(
+            prepared.split.train, dataset.items, dataset.users, prepared.spec, params, progress=stages.bars
         )
-    return rows
+    score, matrix = _tower_scorer(trained, prepared.split.train, prepared)
+    fitted = FittedModels(trained, {PRIMARY_MODEL: scoring_recommender(score, matrix)})
+    if config.ranker:
+        with stages.stage("ranker", "training the ranker on two-tower candidates of the validation part"):
+            fitted.ranker = _fit_ranker(dataset, prepared, config, params, stages.bars)
+        if fitted.ranker is not None:
+            stages.say(f"ranker: {fitted.ranker.chosen} chosen, validation NDCG@10 {fitted.ranker.validation}")
+            catalogue = matrix.item_ids.tolist()
+            fitted.recommenders[RANKED_MODEL] = reranking_recommender(
+                score,
+                matrix,
+                build_ranking_tables(prepared.split.train, trained.item_records, config.ranker_params),
+                user_histories_with_times(prepared.split.train, catalogue),
+                first_event_times(prepared.split.test),
+                fitted.ranker.ranker,
+                config.ranker_params.candidates,
+            )
+    if config.baselines:
+        baseline_params = config.baseline_params
+        if config.tune_baselines:
+            with stages.stage("tune", "tuning item-kNN and ALS on the validation part"):
+                fitted.tuning = tune_baselines(
+                    prepared.validation,
+                    matrix.item_ids,
+                    config.tuning_grid,
+                    baseline_params,
+                    seed=config.seed,
+                    max_users=config.max_eval_users,
+                )
+            baseline_params = fitted.tuning.params
+        fitted.baseline_params = baseline_params
+        with stages.stage("baselines", "fitting popularity, item-kNN and ALS on the train split"):
+            for baseline in build_baselines(baseline_params, seed=config.seed, progress=stages.bars):
+                baseline.fit(matrix)
+                fitted.recommenders[baseline.name] = scoring_recommender(baseline.score, matrix)
+    return fitted
+
+
+def evaluate_models(
+    fitted: FittedModels, evaluation: EvaluationSet, k_values: tuple[int, ...], bars: bool = False
+) -> dict[str, dict[str, Any]]:
+    """A row of the table per model, all on the same users."""
+    return {
+        name: evaluate_recommender(name, recommend, evaluation, k_values, progress=bars)
+        for name, recommend in fitted.recommenders.items()
+    }
+
+
+def _write_ranker(
+    final: TrainedTwoTower, prepared: _Prepared, ranker: FittedRanker, config: TrainConfig, out: Path
+) -> dict[str, Path]:
+    """``ranker.json`` and its tables, built from every interaction (what serving will know)."""
+    tables = build_ranking_tables(prepared.positives, final.item_records, config.ranker_params)
+    return save_ranker(out, ranker.ranker, tables)
 
 
 def _write_artifacts(
@@ -344,7 +452,9 @@ def _write_artifacts(
     return files, sections
 
 
-def _params_section(config: TrainConfig, params: TwoTowerParams, index: dict[str, Any]) -> dict[str, Any]:
+def _params_section(
+    config: TrainConfig, params: TwoTowerParams, index: dict[str, Any], fitted: FittedModels
+) -> dict[str, Any]:
     return {
         "two_tower": params.to_json(),
         # serving reads the query-time ef as params.index.ef
@@ -354,7 +464,8 @@ def _params_section(config: TrainConfig, params: TwoTowerParams, index: dict[str
             "M": index["M"],
             "ef_construction": index["ef_construction"],
         },
-        "baselines": asdict(config.baseline_params) if config.baselines else None,
+        "baselines": asdict(fitted.baseline_params) if fitted.baseline_params else None,
+        "ranker": asdict(config.ranker_params) if fitted.ranker else None,
         "popularity": {"half_life_days": config.popularity_half_life_days, "top_n": config.popularity_top_n},
         "split": {"test_fraction": config.test_fraction, "rule": "per user, chronological"},
         "seed": config.seed,
@@ -362,8 +473,11 @@ def _params_section(config: TrainConfig, params: TwoTowerParams, index: dict[str
     }
 
 
-def _evaluation_section(config: TrainConfig, evaluation: EvaluationSet) -> dict[str, Any]:
+def _evaluation_section(config: TrainConfig, evaluation: EvaluationSet, fitted: FittedModels) -> dict[str, Any]:
     return {
+        "served_row": fitted.served,
+        "ranker": fitted.ranker.to_json() if fitted.ranker else None,
+        "baseline_tuning": fitted.tuning.to_json() if fitted.tuning else None,
         "protocol": "per-user chronological split; full catalogue ranked excluding each user's train items",
         "users": len(evaluation.user_ids),
         "max_users": config.max_eval_users,
@@ -410,16 +524,10 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
         f"{len(prepared.split.train):,} train / {len(prepared.split.test):,} test events, "
         f"{len(prepared.evaluation.user_ids):,} test users evaluated, {prepared.matrix.n_items:,} items"
     )
-    with stages.stage("train", f"training two-tower on the train split ({params.epochs} epochs)"):
-        trained = train_two_tower(
-            prepared.split.train, dataset.items, dataset.users, prepared.spec, params, progress=stages.bars
-        )
-    with stages.stage("evaluate", "evaluating two-tower (exact scores over the whole catalogue)"):
-        metrics = {PRIMARY_MODEL: _evaluate_two_tower(trained, prepared, config, stages.bars)}
-    if config.baselines:
-        with stages.stage("baselines", "fitting and evaluating popularity, item-kNN and ALS"):
-            metrics.update(_evaluate_baselines(prepared, config, stages.bars))
-    final = trained
+    fitted = fit_models(dataset, prepared, config, stages)
+    with stages.stage("evaluate", "evaluating every model on the test split (whole catalogue ranked)"):
+        metrics = evaluate_models(fitted, prepared.evaluation, config.k_values, stages.bars)
+    final = fitted.trained
     if config.refit_on_all:
         with stages.stage("refit", "refitting two-tower on all interactions for serving"):
             final = train_two_tower(
@@ -427,10 +535,12 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
             )
 
     current, current_manifest = _current_manifest(store)
-    decision = decide(metrics[PRIMARY_MODEL], current_manifest, metric=config.gate_metric, tolerance=config.tolerance)
+    decision = decide(metrics[fitted.served], current_manifest, metric=config.gate_metric, tolerance=config.tolerance)
     version = new_version_id()
     with tempfile.TemporaryDirectory(prefix=f"towerlight-{version}-") as tmp:
         files, sections = _write_artifacts(final, prepared, dataset, config, Path(tmp), stages)
+        if fitted.ranker is not None:
+            files.update(_write_ranker(final, prepared, fitted.ranker, config, Path(tmp)))
         with stages.stage("publish", f"publishing version {version} to {store.uri}"):
             manifest = publish_version(
                 store,
@@ -438,9 +548,9 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
                 files,
                 {
                     **sections,
-                    "params": _params_section(config, params, sections["index"]),
+                    "params": _params_section(config, params, sections["index"], fitted),
                     "metrics": metrics,
-                    "evaluation": _evaluation_section(config, prepared.evaluation),
+                    "evaluation": _evaluation_section(config, prepared.evaluation, fitted),
                     "data": _data_section(dataset, config, prepared),
                     "gate": decision.to_json(),
                     "timings": {**stages.timings, "total": round(time.perf_counter() - started, 2)},

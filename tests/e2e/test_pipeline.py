@@ -18,7 +18,7 @@ from towerlight_offline.pipeline import TrainConfig, run_training
 pytestmark = pytest.mark.e2e
 
 USERS = 300  # on 150 users the two-tower/popularity margin depends on the seed; on 300 it is ~70%
-MODELS = ("two_tower", "popularity", "item_knn", "als")
+MODELS = ("two_tower", "two_tower_ranker", "popularity", "item_knn", "als")
 
 
 def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> None:
@@ -48,6 +48,11 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
     assert manifest["index"]["recall"] >= 0.95 and isinstance(manifest["params"]["index"]["ef"], int)
     assert manifest["parity"]["user_tower_max_abs_diff"] <= 1e-4
     assert manifest["gate"]["promote"] is True
+    # AND the served row is retrieval + ranker, published as JSON with its tables, baselines tuned on validation
+    assert manifest["evaluation"]["served_row"] == "two_tower_ranker"
+    assert {artifacts.RANKER, artifacts.RANKER_TABLES} <= set(manifest["files"])
+    assert manifest["evaluation"]["ranker"]["chosen"] in ("linear", "trees")
+    assert manifest["evaluation"]["baseline_tuning"]["chosen"] == manifest["params"]["baselines"]
     # AND the two-tower model beats popularity on this slice
     metrics = manifest["metrics"]
     assert metrics["two_tower"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
@@ -62,7 +67,8 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
         assert len(popularity["segment_offsets"]) == len(popularity["segments"]) + 1
 
     # WHEN a much worse model (untrained towers) is published into the same store
-    worse = run_training(dataset, replace(config, two_tower=TwoTowerParams(epochs=0), baselines=False), progress=False)
+    worse_config = replace(config, two_tower=TwoTowerParams(epochs=0), baselines=False, ranker=False)
+    worse = run_training(dataset, worse_config, progress=False)
 
     # THEN it is published but the gate keeps the first version current
     assert not worse.promoted and worse.decision.promote is False

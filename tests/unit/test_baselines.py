@@ -137,3 +137,47 @@ def test_segment_tokens_follow_the_feature_spec_buckets() -> None:
     assert user_segment_tokens(spec, {"age": 35, "gender": "F"}) == ["age#1", "gender=F"]
     assert user_segment_tokens(spec, {"gender": "unknown-value"}) == []
     assert user_segment_tokens(spec, None) == []
+
+
+def test_shrinkage_damps_pairs_seen_by_few_users() -> None:
+    # GIVEN items a, b seen together by 1 user, and c, d seen together by 10
+    rows = [[1, 1, 0, 0]] + [[0, 0, 1, 1]] * 10
+    binary = sp.csr_matrix(np.array(rows, dtype=np.float32))
+    # WHEN similarities are shrunk by 5
+    plain = item_cosine_neighbours(binary, 3).toarray()
+    shrunk = item_cosine_neighbours(binary, 3, shrinkage=5.0).toarray()
+    # THEN both pairs have cosine 1, but the shrunk a-b pair is 1 / (1 + 5) and c-d is 10 / (10 + 5)
+    assert plain[0, 1] == pytest.approx(1.0) and plain[2, 3] == pytest.approx(1.0)
+    assert shrunk[0, 1] == pytest.approx(1 / 6) and shrunk[2, 3] == pytest.approx(10 / 15)
+
+
+def test_tuning_picks_the_best_validation_score_and_never_reads_test() -> None:
+    from towerlight_offline.baselines import TuningGrid, tune_baselines
+    from towerlight_offline.split import Split
+
+    # GIVEN a validation split: x and y users' last items (c, f) were watched earlier by z and w users
+    rows = [(f"x{i}", item, t) for i in range(8) for t, item in enumerate("abc")]
+    rows += [(f"y{i}", item, t) for i in range(8) for t, item in enumerate("def")]
+    rows += [(f"z{i}", item, 0) for i in range(4) for item in "abc"]
+    rows += [(f"w{i}", item, 0) for i in range(4) for item in "def"]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    validation = Split(frame[frame["timestamp"] < 2], frame[frame["timestamp"] == 2])
+    grid = TuningGrid(
+        knn_neighbours=(1, 3),
+        knn_shrinkage=(0.0,),
+        als_factors=(2,),
+        als_regularization=(0.1, 1e4),
+        als_iterations=(10,),
+        als_alpha=(1.0,),
+    )
+    # WHEN the grid is tuned
+    tuning = tune_baselines(validation, CATALOGUE, grid, BaselineParams(threads=1))
+    # THEN every combination was tried once, and each chosen value is the best validation score of its model
+    assert len(tuning.trials) == 2 + 2
+    for model, keys in (("item_knn", ("knn_neighbours",)), ("als", ("als_regularization",))):
+        trials = [t for t in tuning.trials if t["model"] == model]
+        best = max(trials, key=lambda t: t["ndcg@10"])
+        assert all(getattr(tuning.params, k) == best[k] for k in keys)
+    # AND an absurd regularisation (every factor ~0) scores worse and is not the chosen one
+    als = {t["als_regularization"]: t["ndcg@10"] for t in tuning.trials if t["model"] == "als"}
+    assert als[0.1] > als[1e4] and tuning.params.als_regularization == 0.1

@@ -35,6 +35,7 @@ from towerlight import artifacts
 from towerlight.errors import ArtifactError
 from towerlight.features import FeatureSpec, Vocabulary
 from towerlight.model.content import CONTENT_ARRAYS, ContentIndex
+from towerlight.ranking import RankingModel, load_ranking
 from towerlight.retrieval import HnswRetriever, LabelGroups, Retriever
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ class ModelBundle:
     two_tower: TwoTower | None
     loaded_at: float
     content: ContentIndex | None = None  # TF-IDF of item metadata, when the version publishes it
+    ranking: RankingModel | None = None  # the second stage, when the version publishes one
 
     @property
     def strategy(self) -> str:
@@ -238,6 +240,8 @@ def load_bundle(model_dir: Path, manifest: Mapping[str, Any]) -> ModelBundle:
     content = arrays(artifacts.CONTENT, CONTENT_ARRAYS)
     if content is not None:
         bundle = replace(bundle, content=ContentIndex.from_arrays(content, bundle.catalogue.item_ids, version))
+    if bundle.two_tower is not None and artifacts.RANKER in files and artifacts.RANKER_TABLES in files:
+        bundle = replace(bundle, ranking=load_ranking(model_dir, bundle.catalogue.size))
     logger.info(
         "loaded model %s (%s, %d items) in %.0f ms",
         version,

@@ -64,6 +64,8 @@ from towerlight.recommend.strategies import (
     StrategyPolicy,
     TwoTowerScorer,
     UserContext,
+    history_rows,
+    ranker_contributions,
     resolve,
     scorer_for,
 )
@@ -191,6 +193,7 @@ class UserSignals:
     removed: frozenset[str] = frozenset()
     attributes: Mapping[str, Any] | None = None
     available: bool = True
+    times: tuple[float, ...] = ()  # unix seconds of the history events, for the ranker's time features
 
 
 class SignalSource(Protocol):
@@ -239,8 +242,9 @@ class PostgresSignals:
         except _DATABASE_ERRORS as exc:
             self._failed(exc, now)
             return UserSignals(available=False)
-        positive = tuple(e.item_id for e in history if e.event_type in _POSITIVE)
-        return UserSignals(positive, frozenset(removed), attrs)
+        positive = [e for e in history if e.event_type in _POSITIVE]
+        times = tuple(e.ts.timestamp() for e in positive)
+        return UserSignals(tuple(e.item_id for e in positive), frozenset(removed), attrs, times=times)
 
     def inactive_items(self) -> frozenset[str]:
         return self._cached("inactive", lambda conn: frozenset(inactive_items(conn)), frozenset())
@@ -374,7 +378,7 @@ class RecommendationService:
         if any(rule["rule"] == "backfilled" for placed in page for rule in placed.applied):
             context.fallbacks.append("backfill")
         rows = np.fromiter((p.row for p in page), dtype=np.int64, count=len(page))
-        explained = reasons(context, scorer, page) if query.explain else None
+        explained = reasons(context, scorer, page, ranker_contributions(scorer, rows)) if query.explain else None
         return self._answer(user_id, bundle, context, choice, _scored(bundle, rows, scorer.scores(rows), explained))
 
     def rank(
@@ -406,7 +410,8 @@ class RecommendationService:
         scores = scorer.scores(rows)
         order = np.argsort(-scores, kind="stable")
         rows, scores = rows[order], scores[order]
-        explained = reasons(context, scorer, [Placement(int(row)) for row in rows]) if explain else None
+        placed = [Placement(int(row)) for row in rows]
+        explained = reasons(context, scorer, placed, ranker_contributions(scorer, rows)) if explain else None
         items = _scored(bundle, rows, scores, explained)
         unknown = [item_id for item_id in wanted if catalogue.row_of(item_id) is None]
         unexplained = {"retrieval": {"source": "unknown"}, "ranker": [], "rules": []} if explain else None
@@ -454,8 +459,8 @@ class RecommendationService:
             fallbacks.append("database_unavailable")
         spec = bundle.two_tower.spec if bundle.two_tower else None
         popular, segment = bundle.popularity.for_attributes(user.attributes, spec)
-        history = np.asarray(bundle.catalogue.rows_of(user.history), dtype=np.int64)
-        context = UserContext(bundle, history, popular, segment, fallbacks=fallbacks)
+        history, times = history_rows(bundle.catalogue, user.history, user.times)
+        context = UserContext(bundle, history, popular, segment, fallbacks=fallbacks, history_times=times)
         if tower is not None and user.available:
             if user.history or strategy == "two_tower":
                 context.vector = tower.user_vector(user.history, user.attributes)

@@ -1,6 +1,7 @@
 """Strategies: how one user's candidates are found and scored, and which one ``auto`` serves.
 
-- ``two_tower``: the ONNX user tower's embedding, hnswlib top-C, inner products.
+- ``two_tower``: the ONNX user tower's embedding, hnswlib top-C, inner products; when the version
+  publishes a ranker, the top-C re-scored by it (``RankedScorer``, see ``towerlight.ranking``).
 - ``popularity``: time-decayed popularity (the user's demographic segment's when published).
 - ``content``: cosine between the TF-IDF rows of items and the user's profile (their recent items).
 - ``hybrid``: a weighted sum of the others' scores, each min-max normalised over the candidate pool
@@ -24,14 +25,17 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from towerlight.errors import ValidationError
-from towerlight.model.bundle import ModelBundle
+from towerlight.model.bundle import Catalogue, ModelBundle
+from towerlight.ranking import RankingModel
+from towerlight.ranking.features import UserHistory
 from towerlight.recommend.filters import Exclusions, take_allowed
 
 STRATEGIES = ("two_tower", "content", "popularity", "hybrid")
@@ -54,6 +58,7 @@ class UserContext:
     vector: np.ndarray | None = None  # two-tower user embedding
     profile: np.ndarray | None = None  # content profile over the version's terms
     fallbacks: list[str] = field(default_factory=list)
+    history_times: np.ndarray | None = None  # unix seconds of ``history`` (None: unknown, taken as now)
 
     def can_serve(self, strategy: str) -> bool:
         """Whether ``strategy`` (not hybrid) has what it needs for this user."""
@@ -198,6 +203,57 @@ class TwoTowerScorer:
         return kept[:n]
 
 
+# ---- the second stage (ranker) ----------------------------------------------------------------------------
+def history_rows(catalogue: Catalogue, history: Sequence[str], times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Catalogue rows of the known ``history`` items and their times (missing times: now), newest first."""
+    now = time.time()
+    timed = zip(history, [*times[: len(history)], *[now] * (len(history) - len(times))], strict=True)
+    known = [(row, t) for item, t in timed if (row := catalogue.row_of(item)) is not None]
+    rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
+    return rows, np.fromiter((t for _, t in known), dtype=np.float64, count=len(known))
+
+
+@dataclass
+class RankedScorer:
+    """``two_tower`` with the version's ranker: the tower's top-C (at least ``fetch``) re-scored by it.
+
+    Ranker features depend only on (user, item), so ``scores`` serves any rows (``/rank`` lists too).
+    """
+
+    retrieval: TwoTowerScorer
+    ranking: RankingModel
+    name: str = "two_tower"
+
+    def _rescore(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        context = self.retrieval.context
+        now = time.time()
+        times = context.history_times if context.history_times is not None else np.full(len(context.history), now)
+        user = UserHistory(context.history, times)
+        return self.ranking.rescore(user, now, rows, self.retrieval.scores(rows))
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        return self._rescore(rows)[0].astype(np.float32)
+
+    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
+        rows = self.retrieval.candidates(rules, max(n, self.retrieval.fetch))
+        return _top(rows, self.scores(rows), n)
+
+    def contributions(self, rows: np.ndarray) -> dict[int, list[tuple[str, float]]]:
+        """Each row's ranker features that raised its score, strongest first (for ``explain``)."""
+        contributions = self.ranking.contributions(self._rescore(rows)[1])
+        names = self.ranking.ranker.features
+        order = np.argsort(-contributions, axis=1, kind="stable")
+        return {
+            int(row): [(names[i], float(c[i])) for i in o if c[i] > 0]
+            for row, c, o in zip(rows.tolist(), contributions, order, strict=True)
+        }
+
+
+def ranker_contributions(scorer: Scorer, rows: np.ndarray) -> dict[int, list[tuple[str, float]]] | None:
+    """The ranker's feature contributions of ``rows`` when ``scorer`` re-ranks with one, else None."""
+    return scorer.contributions(rows) if isinstance(scorer, RankedScorer) else None
+
+
 @dataclass
 class PopularityScorer:
     context: UserContext
@@ -279,7 +335,9 @@ def scorer_for(context: UserContext, strategy: str, weights: HybridWeights, fetc
         usable = weights.usable(context)
         return HybridScorer({name: scorer_for(context, name, weights, fetch) for name in usable}, usable, fetch)
     if strategy == "two_tower":
-        return TwoTowerScorer(context, fetch)
+        ranking = context.bundle.ranking
+        tower = TwoTowerScorer(context, fetch)
+        return tower if ranking is None else RankedScorer(tower, ranking)
     if strategy == "content":
         return ContentScorer(context)
     return PopularityScorer(context)

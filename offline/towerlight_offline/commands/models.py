@@ -17,7 +17,7 @@ from towerlight.errors import ArtifactError
 from towerlight.store import ArtifactStore, open_store
 from towerlight.store.versions import list_versions, promote, read_manifest, rollback
 from towerlight_offline import console
-from towerlight_offline.gate import PRIMARY_MODEL, manifest_metric
+from towerlight_offline.gate import manifest_metric, served_row
 
 
 def register(subparsers: Any) -> None:
@@ -54,8 +54,8 @@ def list_command(args: argparse.Namespace) -> int:
             manifest = read_manifest(store, entry["version"])
         except ArtifactError:
             manifest = {}
-        ndcg = manifest_metric(manifest, "ndcg@10")
-        recall = manifest_metric(manifest, "recall@10")
+        ndcg = manifest_metric(manifest, "ndcg@10", served_row(manifest))
+        recall = manifest_metric(manifest, "recall@10", served_row(manifest))
         status = "CURRENT" if entry["is_current"] else "previous" if entry["is_previous"] else ""
         rows.append(
             [
@@ -71,7 +71,7 @@ def list_command(args: argparse.Namespace) -> int:
     if not rows:
         console.say(f"no published versions in {store.uri}")
         return 0
-    headers = ["version", "status", "created_at", f"{PRIMARY_MODEL} NDCG@10", "Recall@10", "gate", "size"]
+    headers = ["version", "status", "created_at", "served NDCG@10", "Recall@10", "gate", "size"]
     console.say(console.table(headers, rows))
     return 0
 

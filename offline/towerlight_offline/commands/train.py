@@ -59,6 +59,10 @@ def register(subparsers: Any) -> None:
         "--tolerance", type=float, default=0.01, help="relative NDCG@10 drop the gate accepts (default 0.01)"
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip popularity, item-kNN and ALS")
+    parser.add_argument(
+        "--no-tune", action="store_true", help="baselines with default parameters (no grid on the validation part)"
+    )
+    parser.add_argument("--no-ranker", action="store_true", help="serve the two-tower order (no second stage)")
     parser.add_argument("--no-promote", action="store_true", help="publish only; never move CURRENT")
     parser.add_argument(
         "--no-refit", action="store_true", help="serve the model trained on the split (skip refitting on all events)"
@@ -127,7 +131,14 @@ def print_summary(result: TrainResult) -> None:
     console.heading(f"Evaluation on the held-out split ({evaluation['users']} users)")
     rows = [[name, *(row[c] for c in TABLE_COLUMNS), row["users"]] for name, row in result.metrics.items()]
     console.say(console.table(["model", "Recall@10", "NDCG@10", "Recall@50", "coverage@10", "users"], rows))
-    console.say(f"Served model: {evaluation['served_model']}.")
+    console.say(f"Served: {evaluation['served_row']}; {evaluation['served_model']}.")
+    if evaluation.get("ranker"):
+        ranker = evaluation["ranker"]
+        scores = ranker["validation_ndcg@10"]
+        console.say(f"Ranker: {ranker['chosen']} (validation NDCG@10 of the re-ranked candidates: {scores}).")
+    if evaluation.get("baseline_tuning"):
+        chosen = evaluation["baseline_tuning"]["chosen"]
+        console.say("Baselines tuned on the validation part: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
     console.heading("Version")
     index, parity = result.manifest["index"], result.manifest["parity"]
     console.say(f"{result.version} in {result.store_uri}")
@@ -163,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         store_uri=store,
         two_tower=params,
         baselines=not args.no_baselines,
+        tune_baselines=not args.no_tune,
+        ranker=not args.no_ranker,
         tolerance=args.tolerance,
         promote=not args.no_promote,
         max_eval_users=args.max_users or None,
