@@ -471,7 +471,7 @@ def test_explain_names_the_recent_item_each_recommendation_comes_from(serve: Cal
     _, plain = serve("recommend_get.json", query="k=5")
     # WHEN recommend_explain asks for the same page, explained
     status, body = serve("recommend_explain.json")
-    # THEN the page is the same, and every item names its source and the recent item it resembles
+    # THEN the page is the same, and every item names its source, the recent item it resembles and why it ranks
     assert status == 200 and item_ids(body) == item_ids(plain)
     assert all("reasons" not in item for item in plain["items"])
     for item in body["items"]:
@@ -479,7 +479,9 @@ def test_explain_names_the_recent_item_each_recommendation_comes_from(serve: Cal
         assert reasons["retrieval"]["source"] == "two_tower"
         assert reasons["retrieval"]["because"]["item_id"] in HISTORY
         assert -1 <= reasons["retrieval"]["because"]["similarity"] <= 1 + 1e-6
-        assert reasons["ranker"] == [] and reasons["rules"] == []
+        assert reasons["rules"] == []
+        # AND the published ranker names its strongest positive feature contributions (at most three)
+        assert 1 <= len(reasons["ranker"]) <= 3 and all(r["contribution"] > 0 for r in reasons["ranker"])
 
 
 def test_explain_of_popularity_names_the_segment(serve: Caller, db: psycopg.Connection) -> None:

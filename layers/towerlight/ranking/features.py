@@ -135,8 +135,9 @@ def _knn(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> t
     scores = _gather(tables.neighbour_offsets, tables.neighbour_scores, recent)[0]
     keys, inverse = np.unique(neighbours, return_inverse=True)
     total = np.bincount(inverse, weights=scores, minlength=len(keys))
-    best = np.zeros(len(keys), dtype=np.float64)
-    np.maximum.at(best, inverse, scores)
+    grouped = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[grouped]) != 0])
+    best = np.maximum.reduceat(scores[grouped], starts)  # ufunc.at is ~10x slower at this size
     last = owner == 0
     last_keys = neighbours[last]
     order = np.argsort(last_keys)

@@ -223,19 +223,31 @@ class RankedScorer:
     retrieval: TwoTowerScorer
     ranking: RankingModel
     name: str = "two_tower"
+    _cache: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def _rescore(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        context = self.retrieval.context
-        now = time.time()
-        times = context.history_times if context.history_times is not None else np.full(len(context.history), now)
-        user = UserHistory(context.history, times)
-        return self.ranking.rescore(user, now, rows, self.retrieval.scores(rows))
+        """Ranker scores and features of ``rows``; each row is computed once per request (they depend
+        on the user and the item only), so the page re-reads what the candidates computed."""
+        cache = self._cache
+        fresh = np.asarray([r for r in dict.fromkeys(rows.tolist()) if r not in cache], dtype=np.int64)
+        if len(fresh):
+            context = self.retrieval.context
+            now = time.time()
+            known = context.history_times
+            user = UserHistory(context.history, known if known is not None else np.full(len(context.history), now))
+            scores, x = self.ranking.rescore(user, now, fresh, self.retrieval.scores(fresh))
+            cache.update(zip(fresh.tolist(), zip(scores.tolist(), x, strict=True), strict=True))
+        width = len(self.ranking.ranker.features)
+        x = np.stack([cache[r][1] for r in rows.tolist()]) if len(rows) else np.zeros((0, width), np.float32)
+        return np.fromiter((cache[r][0] for r in rows.tolist()), np.float64, count=len(rows)), x
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         return self._rescore(rows)[0].astype(np.float32)
 
-    def candidates(self, rules: Exclusions, n: int) -> np.ndarray:
-        rows = self.retrieval.candidates(rules, max(n, self.retrieval.fetch))
+    def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
+        # The pool is the allowed part of the top-C whatever the page size, so pages of 5 and of 200 agree.
+        wanted = n if minimum is None else minimum
+        rows = self.retrieval.candidates(rules, max(n, self.retrieval.fetch), wanted)
         return _top(rows, self.scores(rows), n)
 
     def contributions(self, rows: np.ndarray) -> dict[int, list[tuple[str, float]]]:
