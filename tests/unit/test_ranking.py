@@ -93,6 +93,13 @@ def test_a_user_without_history_gets_zero_user_features(tables: RankingTables) -
         assert not x[:, F[name]].any(), name
 
 
+def test_recent_items_without_neighbours_give_zero_knn_features(tables: RankingTables) -> None:
+    # GIVEN a user whose only item (c) shares no user with any other item
+    x = candidate_features(tables, UserHistory(np.array([2]), np.array([DAY])), DAY, np.array([0, 1]), np.zeros(2))
+    # THEN every item-kNN feature is 0
+    assert not x[:, [F["knn_sum"], F["knn_max"], F["knn_last"]]].any()
+
+
 def test_an_items_features_do_not_depend_on_the_other_candidates(tables: RankingTables) -> None:
     history = UserHistory(np.array([3, 0]), np.array([2 * DAY, DAY]))
     together = candidate_features(tables, history, 3 * DAY, np.array([1, 2]), np.array([0.9, 0.5]))

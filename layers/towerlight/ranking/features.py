@@ -129,9 +129,9 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndar
 def _knn(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
     """(sum / len(recent), max, last-item) item-kNN cosine of each candidate to the recent rows."""
     zeros = np.zeros(len(candidates), dtype=np.float32)
-    if not len(recent):
-        return zeros, zeros, zeros
     neighbours, owner = _gather(tables.neighbour_offsets, tables.neighbour_rows, recent)
+    if not len(neighbours):  # no history, or recent items nobody else had
+        return zeros, zeros, zeros
     scores = _gather(tables.neighbour_offsets, tables.neighbour_scores, recent)[0]
     keys, inverse = np.unique(neighbours, return_inverse=True)
     total = np.bincount(inverse, weights=scores, minlength=len(keys))
