@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from towerlight_offline import console
-from towerlight_offline.commands.train import DATASETS, load_dataset
+from towerlight_offline.commands.train import add_data_arguments, load_dataset
 from towerlight_offline.model.train import TwoTowerParams
 from towerlight_offline.pipeline import TrainConfig
 
@@ -26,16 +26,7 @@ def register(subparsers: Any) -> None:
         description="Split each user's events chronologically, fit the two-tower model, the ranker and the tuned "
         "baselines on the train part, and write report.md with a plot per user segment. Nothing is published.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=DATASETS, help="MovieLens-100K or generated synthetic data")
-    source.add_argument("--from-postgres", action="store_true", help="events in DATABASE_URL (or embedded Postgres)")
-    source.add_argument("--interactions", type=Path, metavar="FILE", help="interactions CSV or Parquet")
-    parser.add_argument("--items", type=Path, metavar="FILE", help="items file (with --interactions)")
-    parser.add_argument("--users", type=Path, metavar="FILE", help="users file (with --interactions)")
-    parser.add_argument(
-        "--synthetic", nargs=3, type=int, metavar=("USERS", "ITEMS", "EVENTS"), default=(2000, 5000, 100_000)
-    )
-    parser.add_argument("--since", metavar="ISO", help="with --from-postgres: only events at or after this time")
+    add_data_arguments(parser, synthetic=(2000, 5000, 100_000))
     parser.add_argument(
         "--out", type=Path, default=Path("towerlight-report"), help="report directory (default ./towerlight-report)"
     )

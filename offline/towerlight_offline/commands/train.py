@@ -27,13 +27,10 @@ DATASETS = ("movielens-100k", "synthetic")
 TABLE_COLUMNS = ("recall@10", "ndcg@10", "recall@50", "coverage@10")
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train, evaluate, publish and (if the quality gate passes) promote a model version",
-        description="Split each user's events chronologically, train the two-tower model, evaluate it beside "
-        "popularity, item-kNN and ALS, publish a new version and promote it if the quality gate passes.",
-    )
+def add_data_arguments(
+    parser: argparse.ArgumentParser, synthetic: tuple[int, int, int] = (20_000, 100_000, 1_000_000)
+) -> None:
+    """The options naming the data to train on (read by ``load_dataset``); shared with ``towerlight evaluate``."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--dataset", choices=DATASETS, help="MovieLens-100K (downloaded and cached) or generated synthetic data"
@@ -49,10 +46,20 @@ def register(subparsers: Any) -> None:
         nargs=3,
         type=int,
         metavar=("USERS", "ITEMS", "EVENTS"),
-        default=(20_000, 100_000, 1_000_000),
-        help="sizes of --dataset synthetic (default 20000 100000 1000000)",
+        default=synthetic,
+        help=f"sizes of --dataset synthetic (default {' '.join(map(str, synthetic))})",
     )
     parser.add_argument("--since", metavar="ISO", help="with --from-postgres: only events at or after this time")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train, evaluate, publish and (if the quality gate passes) promote a model version",
+        description="Split each user's events chronologically, train the two-tower model, evaluate it beside "
+        "popularity, item-kNN and ALS, publish a new version and promote it if the quality gate passes.",
+    )
+    add_data_arguments(parser)
     parser.add_argument("--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE)")
     parser.add_argument("--epochs", type=int, help=f"two-tower epochs (default {TwoTowerParams().epochs})")
     parser.add_argument(
