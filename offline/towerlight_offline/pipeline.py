@@ -69,6 +69,7 @@ from towerlight_offline.ranker import (
     train_ranker,
     user_histories_with_times,
 )
+from towerlight_offline.refit import start_refit
 from towerlight_offline.split import Split, chronological_split, user_histories, validation_split
 
 logger = logging.getLogger(__name__)
@@ -524,15 +525,18 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
         f"{len(prepared.split.train):,} train / {len(prepared.split.test):,} test events, "
         f"{len(prepared.evaluation.user_ids):,} test users evaluated, {prepared.matrix.n_items:,} items"
     )
+    refit = None
+    if config.refit_on_all:
+        refit = start_refit(prepared.positives, dataset.items, dataset.users, prepared.spec, params)
+        if refit.in_background:
+            stages.say("refitting two-tower on all interactions for serving, in a second process meanwhile")
     fitted = fit_models(dataset, prepared, config, stages)
     with stages.stage("evaluate", "evaluating every model on the test split (whole catalogue ranked)"):
         metrics = evaluate_models(fitted, prepared.evaluation, config.k_values, stages.bars)
     final = fitted.trained
-    if config.refit_on_all:
+    if refit is not None:
         with stages.stage("refit", "refitting two-tower on all interactions for serving"):
-            final = train_two_tower(
-                prepared.positives, dataset.items, dataset.users, prepared.spec, params, progress=stages.bars
-            )
+            final = refit.result(progress=stages.bars)
 
     current, current_manifest = _current_manifest(store)
     decision = decide(metrics[fitted.served], current_manifest, metric=config.gate_metric, tolerance=config.tolerance)
