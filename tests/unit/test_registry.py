@@ -58,6 +58,20 @@ class Loader:
         return FakeBundle(version)
 
 
+class GatedLoader(Loader):
+    """A ``Loader`` that says when a load has ``started`` and holds it until ``release`` (at most 5 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, store: object, version: str, cache_dir: Path) -> FakeBundle:
+        self.started.set()
+        self.release.wait(5)
+        return super().__call__(store, version, cache_dir)
+
+
 @pytest.fixture
 def store_uri(tmp_path: Path) -> str:
     return (tmp_path / "store").as_uri()
@@ -235,16 +249,9 @@ def test_without_any_model_a_failed_load_is_retried_sooner(store_uri: str, tmp_p
 def test_concurrent_first_requests_load_the_model_once(store_uri: str, tmp_path: Path) -> None:
     # GIVEN a slow loader and eight threads arriving together on a cold registry
     publish(store_uri, tmp_path, "v1")
-    started = threading.Event()
-    release = threading.Event()
-    loader = Loader()
-
-    def slow_loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
-        started.set()
-        release.wait(5)
-        return loader(store, version, cache_dir)
-
-    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=slow_loader, clock=Clock())
+    loader = GatedLoader()
+    started, release = loader.started, loader.release
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=loader, clock=Clock())
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(registry.get().version)) for _ in range(8)]
     # WHEN they all ask for the model
@@ -385,15 +392,9 @@ def test_a_version_whose_concurrent_download_fails_its_checksum_keeps_the_last_g
 def test_a_prefetch_loads_in_the_background_and_the_first_request_waits_for_it(store_uri: str, tmp_path: Path) -> None:
     # GIVEN v1 promoted and a slow loader
     publish(store_uri, tmp_path, "v1")
-    started, release = threading.Event(), threading.Event()
-    loader = Loader()
-
-    def slow_loader(store: object, version: str, cache_dir: Path) -> FakeBundle:
-        started.set()
-        release.wait(5)
-        return loader(store, version, cache_dir)
-
-    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=slow_loader, clock=Clock())
+    loader = GatedLoader()
+    started, release = loader.started, loader.release
+    registry = ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=loader, clock=Clock())
 
     # WHEN a prefetch starts and a request arrives while it loads
     thread = registry.prefetch()
