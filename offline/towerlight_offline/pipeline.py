@@ -44,6 +44,7 @@ from towerlight.store.versions import (
     read_manifest,
 )
 from towerlight_offline.baselines import BaselineParams, Tuning, TuningGrid, build_baselines, tune_baselines
+from towerlight_offline.catalogue import category_codes, csr
 from towerlight_offline.content import content_arrays
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.evaluate import (
@@ -191,9 +192,8 @@ def items_arrays(records: list[ItemRecord], indexed: IndexedVectors) -> dict[str
     >>> items_arrays([ItemRecord("1", "Toy Story", ["Comedy"], {})], vectors)["category_codes"]
     array([0], dtype=int32)
     """
-    names = sorted({c for r in records for c in r.categories})
-    code = {name: i for i, name in enumerate(names)}
-    offsets = np.cumsum([0] + [len(r.categories) for r in records], dtype=np.int64)
+    names, codes = category_codes(records)
+    offsets, flat_codes = csr(codes)
     return {
         "item_ids": np.asarray([r.item_id for r in records], dtype=str),
         # lossless: item_embeddings() are float16 values already
@@ -202,7 +202,7 @@ def items_arrays(records: list[ItemRecord], indexed: IndexedVectors) -> dict[str
         "index_center": indexed.center.astype(np.float32),
         "category_names": np.asarray(names, dtype=str),
         "category_offsets": offsets,
-        "category_codes": np.fromiter((code[c] for r in records for c in r.categories), dtype=np.int32),
+        "category_codes": flat_codes,
     }
 
 

@@ -34,6 +34,7 @@ from towerlight.features import ItemRecord, stable_hash, title_words
 from towerlight.ranking.features import FEATURE_NAMES, RankingTables, UserHistory, candidate_features
 from towerlight.ranking.model import LinearRanker, Ranker, TreeRanker
 from towerlight_offline.baselines import item_cosine_neighbours
+from towerlight_offline.catalogue import category_codes, csr
 from towerlight_offline.evaluate import EvaluationSet, InteractionMatrix, Recommend, Scorer, top_k_excluding
 from towerlight_offline.split import Split
 
@@ -62,12 +63,6 @@ class RankerParams:
 
 
 # ---- tables -----------------------------------------------------------------------------------------
-def _csr(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.cumsum([0] + [len(v) for v in lists], dtype=np.int64)
-    codes = np.fromiter((c for v in lists for c in v), dtype=np.int32, count=int(offsets[-1]))
-    return offsets, codes
-
-
 def build_ranking_tables(
     interactions: pd.DataFrame, records: Sequence[ItemRecord], params: RankerParams
 ) -> RankingTables:
@@ -89,10 +84,8 @@ def build_ranking_tables(
     span_days = max((now - times.min(initial=now)) / 86_400, params.trend_days)
     first_seen = np.full(n, np.nan)
     np.fmin.at(first_seen, columns, times)
-    names = sorted({c for r in records for c in r.categories})
-    code = {name: i for i, name in enumerate(names)}
-    category = _csr([sorted({code[c] for c in r.categories}) for r in records])
-    title = _csr([sorted({stable_hash(w) % 2**31 for w in title_words(r.title)}) for r in records])
+    category = csr([sorted(set(codes)) for codes in category_codes(records)[1]])
+    title = csr([sorted({stable_hash(w) % 2**31 for w in title_words(r.title)}) for r in records])
     return RankingTables(
         neighbour_offsets=similar.indptr.astype(np.int64),
         neighbour_rows=similar.indices.astype(np.int32),
