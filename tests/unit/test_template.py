@@ -315,6 +315,8 @@ def test_http_api_has_default_stage_cors_throttling_and_access_logs() -> None:
     api = props("HttpApi")
     assert api["StageName"] == "$default"
     assert api["CorsConfiguration"]["AllowOrigins"] == {"Ref": "CorsAllowOrigins"}
+    routed = {event["Method"].upper() for f in FUNCTIONS for event in http_events(f).values()}
+    assert routed <= set(api["CorsConfiguration"]["AllowMethods"]), "a route's method is missing from CORS"
     settings = api["DefaultRouteSettings"]
     assert "ThrottlingBurstLimit" in settings and "ThrottlingRateLimit" in settings
     assert json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", api["AccessLogSettings"]["Format"]))
