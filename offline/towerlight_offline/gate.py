@@ -6,8 +6,11 @@ while an actual regression is kept out. With no current version (or a current ve
 recorded the metric) there is nothing to compare with, and the new version is promoted. A missing or
 non-finite new metric is never promoted.
 
-The two numbers come from different held-out sets when the data window moved; the gate accepts that
-(it is the same protocol on the freshest data) rather than re-evaluating the old model.
+Which two numbers: when the data window moved, the training job re-runs the current version on this
+run's test events that came after its own window (``towerlight_offline.champion``) and passes both
+models' rows on those same events as ``same_events``; the gate then compares like with like. Without
+such events (the window did not move) it compares the new model's row with the current version's
+recorded one, and its reason says which basis it used.
 
 Example::
 
@@ -40,6 +43,7 @@ class GateDecision:
     metric: str
     tolerance: float
     current_version: str | None = None
+    basis: str = "recorded"  # "same events": both models re-scored on later test events; see the module doc
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,8 +73,13 @@ def decide(
     *,
     metric: str = "ndcg@10",
     tolerance: float = 0.01,
+    same_events: tuple[Mapping[str, Any], Mapping[str, Any], str] | None = None,
 ) -> GateDecision:
     """Whether the model with ``new_metrics`` (its row of the metrics table) may replace the current one.
+
+    ``same_events`` is ``(new_row, current_row, description)``: both models evaluated on the same
+    later events; when given, those two rows are compared instead of ``new_metrics`` and the
+    current manifest's recorded row.
 
     >>> decide({"ndcg@10": 0.2}, None).reason
     'no current version: nothing to compare with'
@@ -79,21 +88,28 @@ def decide(
     """
     if not 0.0 <= tolerance < 1.0:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    basis, where = "recorded", ""
+    if same_events is not None and current_manifest is not None:
+        new_metrics, current_row, description = same_events
+        basis, where = "same events", f" on {description}"
     new = _number(new_metrics.get(metric))
     current_version = str(current_manifest.get("version")) if current_manifest else None
 
     def decision(promote: bool, reason: str, current: float | None = None) -> GateDecision:
-        return GateDecision(promote, reason, new, current, metric, tolerance, current_version)
+        return GateDecision(promote, reason, new, current, metric, tolerance, current_version, basis)
 
     if new is None:
-        return decision(False, f"new model has no finite {metric}")
+        return decision(False, f"new model has no finite {metric}{where}")
     if current_manifest is None:
         return decision(True, "no current version: nothing to compare with")
-    current = manifest_metric(current_manifest, metric, served_row(current_manifest))
+    if basis == "same events":
+        current = _number(current_row.get(metric))
+    else:
+        current = manifest_metric(current_manifest, metric, served_row(current_manifest))
     if current is None:
-        return decision(True, f"current version {current_version} has no {metric}: nothing to compare with")
+        return decision(True, f"current version {current_version} has no {metric}{where}: nothing to compare with")
     floor = current * (1.0 - tolerance)
-    bound = f"{floor:.4f} = current {current:.4f} × (1 − {tolerance:g})"
+    bound = f"{floor:.4f} = current {current:.4f} × (1 − {tolerance:g}){where}"
     if new >= floor:
         return decision(True, f"{metric} {new:.4f} >= {bound}", current)
     return decision(False, f"{metric} {new:.4f} < {bound}", current)

@@ -45,6 +45,7 @@ from towerlight.store.versions import (
 )
 from towerlight_offline.baselines import BaselineParams, Tuning, TuningGrid, build_baselines, tune_baselines
 from towerlight_offline.catalogue import category_codes, csr
+from towerlight_offline.champion import HeadToHead, head_to_head
 from towerlight_offline.content import content_arrays
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.evaluate import (
@@ -505,6 +506,42 @@ def _promote(
     return True, f"promoted: {decision.reason}"
 
 
+def _duel(
+    store: ArtifactStore,
+    current_manifest: Mapping[str, Any] | None,
+    prepared: _Prepared,
+    fitted: FittedModels,
+    config: TrainConfig,
+    stages: _Stages,
+    work_dir: Path,
+) -> HeadToHead | str:
+    """The new served model and the current version on the same later events, or why not (see ``champion``)."""
+    if current_manifest is None:
+        return "no current version"
+    with stages.stage("duel", f"re-evaluating current version {current_manifest.get('version')} on later events"):
+        duel, why = head_to_head(
+            store,
+            current_manifest,
+            prepared.split,
+            fitted.recommenders[fitted.served],
+            prepared.attributes,
+            work_dir,
+            catalogue_size=prepared.matrix.n_items,
+            k_values=config.k_values,
+            max_users=config.max_eval_users,
+            seed=config.seed,
+        )
+    if duel is None:
+        stages.say(f"gate on recorded metrics: {why}")
+        return why
+    metric = config.gate_metric
+    stages.say(
+        f"same {duel.users} users' events after {duel.after}: {metric} new {duel.new[metric]:.4f}, "
+        f"current {duel.current[metric]:.4f}"
+    )
+    return duel
+
+
 def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = True) -> TrainResult:
     """Train, evaluate, publish and (when the gate passes) promote one model version.
 
@@ -539,9 +576,16 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
             final = refit.result(progress=stages.bars)
 
     current, current_manifest = _current_manifest(store)
-    decision = decide(metrics[fitted.served], current_manifest, metric=config.gate_metric, tolerance=config.tolerance)
     version = new_version_id()
     with tempfile.TemporaryDirectory(prefix=f"towerlight-{version}-") as tmp:
+        duel = _duel(store, current_manifest, prepared, fitted, config, stages, Path(tmp) / "current")
+        decision = decide(
+            metrics[fitted.served],
+            current_manifest,
+            metric=config.gate_metric,
+            tolerance=config.tolerance,
+            same_events=duel.compared() if isinstance(duel, HeadToHead) else None,
+        )
         files, sections = _write_artifacts(final, prepared, dataset, config, Path(tmp), stages)
         if fitted.ranker is not None:
             files.update(_write_ranker(final, prepared, fitted.ranker, config, Path(tmp)))
@@ -556,7 +600,10 @@ def run_training(dataset: Dataset, config: TrainConfig, progress: Progress = Tru
                     "metrics": metrics,
                     "evaluation": _evaluation_section(config, prepared.evaluation, fitted),
                     "data": _data_section(dataset, config, prepared),
-                    "gate": decision.to_json(),
+                    "gate": {
+                        **decision.to_json(),
+                        "same_events": duel.to_json() if isinstance(duel, HeadToHead) else {"skipped": duel},
+                    },
                     "timings": {**stages.timings, "total": round(time.perf_counter() - started, 2)},
                 },
             )

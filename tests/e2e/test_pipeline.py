@@ -75,3 +75,38 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
     assert worse.manifest["gate"]["current_version"] == first.version
     assert current_version(store) == first.version
     assert [v["version"] for v in list_versions(store)] == [worse.version, first.version]
+
+
+def test_the_gate_compares_both_models_on_the_same_later_events(tmp_path: Path) -> None:
+    # GIVEN a version trained on the events before a cut-off and promoted
+    dataset = load_movielens_dataset(max_users=USERS)
+    cut = float(np.quantile(dataset.interactions["timestamp"], 0.7))
+    earlier = replace(dataset, interactions=dataset.interactions[dataset.interactions["timestamp"] <= cut])
+    config = TrainConfig(
+        source="movielens slice", store_uri=(tmp_path / "store").as_uri(), two_tower=TwoTowerParams(epochs=3)
+    )
+    config = replace(config, refit_on_all=False, baselines=False)
+    first = run_training(earlier, config, progress=False)
+    assert first.promoted and first.manifest["gate"]["same_events"] == {"skipped": "no current version"}
+
+    # WHEN a model with untrained towers is trained on the whole window, later events included
+    worse = run_training(dataset, replace(config, two_tower=TwoTowerParams(epochs=0), ranker=False), progress=False)
+
+    # THEN both models were scored on the same users' events after the first window, which neither trained on
+    gate = worse.manifest["gate"]
+    duel = gate["same_events"]
+    assert gate["basis"] == "same events" and duel["current_version"] == first.version
+    assert duel["users"] >= 20 and duel["new"]["users"] == duel["current"]["users"] == duel["users"]
+    assert duel["after"] == first.manifest["data"]["window"]["end"]
+    # AND the gate compared those two figures, not the first run's recorded ones, and kept the trained model
+    assert gate["new"] == duel["new"]["ndcg@10"] and gate["current"] == duel["current"]["ndcg@10"]
+    assert gate["current"] != first.manifest["metrics"]["two_tower_ranker"]["ndcg@10"]
+    assert not worse.promoted and "events after" in gate["reason"]
+
+    # WHEN a trained model on the whole window follows
+    better = run_training(dataset, config, progress=False)
+
+    # THEN it wins on the same later events and is promoted
+    gate = better.manifest["gate"]
+    assert gate["basis"] == "same events" and gate["new"] > gate["current"] * 0.99
+    assert better.promoted and gate["same_events"]["current_version"] == first.version

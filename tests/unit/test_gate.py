@@ -68,3 +68,22 @@ def test_tolerance_must_be_a_fraction() -> None:
 def test_decision_serialises_to_plain_json() -> None:
     data = decide({"ndcg@10": 0.1}, _manifest(0.2)).to_json()
     assert data["promote"] is False and data["metric"] == "ndcg@10" and data["tolerance"] == 0.01
+
+
+def test_rows_on_the_same_events_replace_the_recorded_ones() -> None:
+    # GIVEN a current version whose recorded NDCG is far above both models' figures on later events
+    same = ({"ndcg@10": 0.15}, {"ndcg@10": 0.14}, "the same 40 users' events after 1998-01-01")
+    # WHEN the gate decides with those rows
+    decision = decide({"ndcg@10": 0.10}, _manifest(0.30), same_events=same)
+    # THEN it compares the two later-event figures and says so
+    assert decision.promote and decision.basis == "same events"
+    assert (decision.new, decision.current) == (0.15, 0.14)
+    assert "after 1998-01-01" in decision.reason
+    # AND the same rows the other way round keep the current model
+    worse = decide({"ndcg@10": 0.5}, _manifest(0.01), same_events=(same[1] | {"ndcg@10": 0.10}, same[1], same[2]))
+    assert not worse.promote and worse.current == 0.14
+
+
+def test_without_later_events_the_recorded_row_is_the_basis() -> None:
+    decision = decide({"ndcg@10": 0.25}, _manifest(0.30))
+    assert decision.basis == "recorded" and not decision.promote
