@@ -446,32 +446,11 @@ class RecommendationService:
         self, bundle: ModelBundle, user_id: str, strategy: str, weights: HybridWeights
     ) -> tuple[UserContext, UserSignals]:
         """Read the user (one query) and compute what ``strategy`` may need: embedding, content profile."""
-        wanted = {name for name, w in weights.weights.items() if w > 0} if strategy == "hybrid" else {strategy}
-        if strategy == "auto":  # a bandit may choose any of its arms: prepare each (BestAvailable has none)
-            wanted |= set(getattr(self.policy, "arms", ()))
+        wanted = wanted_strategies(strategy, weights, getattr(self.policy, "arms", ()))
         tower = bundle.two_tower if wanted & {"auto", "two_tower"} else None
-        fallbacks: list[str] = []
-        if tower is None and wanted & {"auto", "two_tower"}:
-            fallbacks.append("popularity_only_model")
         wants_attributes = bool(bundle.popularity.segments) or bool(tower and tower.spec.user_fields)
         user = self._signals.user(user_id, self.lookback, attributes=wants_attributes)
-        if not user.available:
-            fallbacks.append("database_unavailable")
-        spec = bundle.two_tower.spec if bundle.two_tower else None
-        popular, segment = bundle.popularity.for_attributes(user.attributes, spec)
-        history, times = history_rows(bundle.catalogue, user.history, user.times)
-        context = UserContext(bundle, history, popular, segment, fallbacks=fallbacks, history_times=times)
-        if tower is not None and user.available:
-            if user.history or strategy == "two_tower":
-                context.vector = tower.user_vector(user.history, user.attributes)
-            else:
-                fallbacks.append("cold_user")
-        if bundle.content is not None and ("content" in wanted or ("auto" in wanted and tower is None)):
-            if len(history):
-                context.profile = bundle.content.profile(history[:CONTENT_HISTORY])
-            elif "cold_user" not in fallbacks:
-                fallbacks.append("cold_user")
-        return context, user
+        return user_context(bundle, user, strategy, wanted), user
 
     @staticmethod
     def _answer(
@@ -498,6 +477,54 @@ class RecommendationService:
         rows = sorted_rows(bundle.catalogue.rows_of(ids)) if ids else EMPTY_ROWS
         self._inactive_cache = (bundle, ids, rows)
         return rows
+
+
+def wanted_strategies(strategy: str, weights: HybridWeights, arms: Iterable[str] = ()) -> set[str]:
+    """What a request for ``strategy`` may serve: a hybrid's weighted parts, or an ``auto`` policy's ``arms``.
+
+    >>> sorted(wanted_strategies("hybrid", HybridWeights.parse("two_tower:1,content:1")))
+    ['content', 'two_tower']
+    """
+    wanted = {name for name, w in weights.weights.items() if w > 0} if strategy == "hybrid" else {strategy}
+    if strategy == "auto":  # a bandit may choose any of its arms: prepare each (BestAvailable has none)
+        wanted |= set(arms)
+    return wanted
+
+
+def user_context(
+    bundle: ModelBundle, user: UserSignals, strategy: str, wanted: set[str], *, now: float | None = None
+) -> UserContext:
+    """What the ``wanted`` strategies need to score for ``user``: embedding, content profile, popularity.
+
+    ``now`` is the request's time (default: the clock); offline evaluation replays a past request with it.
+
+    >>> context = user_context(bundle, UserSignals(("50", "181")), "content", {"content"})
+    >>> context.profile is not None, context.vector is None
+    (True, True)
+    """
+    tower = bundle.two_tower if wanted & {"auto", "two_tower"} else None
+    fallbacks: list[str] = []
+    if tower is None and wanted & {"auto", "two_tower"}:
+        fallbacks.append("popularity_only_model")
+    if not user.available:
+        fallbacks.append("database_unavailable")
+    spec = bundle.two_tower.spec if bundle.two_tower else None
+    popular, segment = bundle.popularity.for_attributes(user.attributes, spec)
+    history, times = history_rows(bundle.catalogue, user.history, user.times)
+    context = UserContext(bundle, history, popular, segment, fallbacks=fallbacks, history_times=times)
+    if now is not None:
+        context.now = now
+    if tower is not None and user.available:
+        if user.history or strategy == "two_tower":
+            context.vector = tower.user_vector(user.history, user.attributes)
+        else:
+            fallbacks.append("cold_user")
+    if bundle.content is not None and ("content" in wanted or ("auto" in wanted and tower is None)):
+        if len(history):
+            context.profile = bundle.content.profile(history[:CONTENT_HISTORY])
+        elif "cold_user" not in fallbacks:
+            fallbacks.append("cold_user")
+    return context
 
 
 def _backfill_sources(bundle: ModelBundle, popular: np.ndarray, rules: Exclusions) -> Iterable[np.ndarray]:

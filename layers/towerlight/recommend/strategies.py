@@ -59,6 +59,7 @@ class UserContext:
     profile: np.ndarray | None = None  # content profile over the version's terms
     fallbacks: list[str] = field(default_factory=list)
     history_times: np.ndarray | None = None  # unix seconds of ``history`` (None: unknown, taken as now)
+    now: float = field(default_factory=time.time)  # the request's time (the ranker's time features)
 
     def can_serve(self, strategy: str) -> bool:
         """Whether ``strategy`` (not hybrid) has what it needs for this user."""
@@ -232,10 +233,11 @@ class RankedScorer:
         fresh = np.asarray([r for r in dict.fromkeys(rows.tolist()) if r not in cache], dtype=np.int64)
         if len(fresh):
             context = self.retrieval.context
-            now = time.time()
             known = context.history_times
-            user = UserHistory(context.history, known if known is not None else np.full(len(context.history), now))
-            scores, x = self.ranking.rescore(user, now, fresh, self.retrieval.scores(fresh))
+            times = known if known is not None else np.full(len(context.history), context.now)
+            scores, x = self.ranking.rescore(
+                UserHistory(context.history, times), context.now, fresh, self.retrieval.scores(fresh)
+            )
             cache.update(zip(fresh.tolist(), zip(scores.tolist(), x, strict=True), strict=True))
         width = len(self.ranking.ranker.features)
         x = np.stack([cache[r][1] for r in rows.tolist()]) if len(rows) else np.zeros((0, width), np.float32)
