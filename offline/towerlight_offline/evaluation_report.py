@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,9 +25,21 @@ from typing import Any
 
 import numpy as np
 
+from towerlight.recommend.strategies import DEFAULT_HYBRID_WEIGHTS, HybridWeights
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.evaluate import EvaluationSet
-from towerlight_offline.pipeline import Progress, TrainConfig, _prepare, _Stages, evaluate_models, fit_models
+from towerlight_offline.pipeline import (
+    FittedModels,
+    Progress,
+    TrainConfig,
+    _prepare,
+    _Prepared,
+    _Stages,
+    evaluate_models,
+    fit_models,
+)
+from towerlight_offline.served import SERVED_STRATEGIES, evaluation_bundle, served_recommender, served_users
+from towerlight_offline.split import cold_start_split
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +94,58 @@ def user_segments(
     ]
 
 
+def _fit_every_model(
+    dataset: Dataset, prepared: _Prepared, config: TrainConfig, weights: HybridWeights, stages: _Stages
+) -> FittedModels:
+    """``fit_models``' models plus the strategies only serving implements, scored by the serving code."""
+    fitted = fit_models(dataset, prepared, config, stages)
+    with (
+        stages.stage("bundle", "writing and loading the train-split version for the served strategies"),
+        tempfile.TemporaryDirectory(prefix="towerlight-evaluate-") as tmp,
+    ):
+        bundle = evaluation_bundle(fitted, prepared, dataset, config, Path(tmp), stages)
+    users = served_users(prepared, bundle)
+    for strategy in SERVED_STRATEGIES:
+        fitted.recommenders[strategy] = served_recommender(
+            bundle, strategy, weights, users, config.ranker_params.candidates
+        )
+    return fitted
+
+
+def cold_start_users(evaluation: EvaluationSet, share: float, light_events: int, seed: int) -> dict[str, int]:
+    """A seeded ``share`` of the evaluated users, each with the number (1 .. light_events - 1) of first
+    training events they keep in the cold-start simulation.
+
+    >>> cold_start_users(evaluation, 0.2, 5, 0)
+    {'104': 3, '118': 1, ...}
+    """
+    rng = np.random.default_rng(seed)
+    size = round(len(evaluation.user_ids) * share)
+    chosen = sorted(rng.choice(evaluation.user_ids, size=size, replace=False).tolist()) if size else []
+    kept = rng.integers(1, max(light_events, 2), size=len(chosen))
+    return dict(zip(chosen, kept.tolist(), strict=True))
+
+
+def _cold_start(
+    dataset: Dataset,
+    prepared: _Prepared,
+    config: TrainConfig,
+    weights: HybridWeights,
+    users: dict[str, int],
+    stages: _Stages,
+) -> tuple[EvaluationSet, FittedModels]:
+    """Every model refitted with ``users`` cut to their first events, and those users to evaluate."""
+    cold = _prepare(dataset, config, cold_start_split(prepared.split, users))
+    fitted = _fit_every_model(dataset, cold, config, weights, stages)
+    chosen = [i for i, user in enumerate(cold.evaluation.user_ids) if user in users]
+    evaluation = EvaluationSet(
+        [cold.evaluation.user_ids[i] for i in chosen],
+        [cold.evaluation.relevant[i] for i in chosen],
+        cold.evaluation.catalogue_size,
+    )
+    return evaluation, fitted
+
+
 def build_report(
     dataset: Dataset,
     config: TrainConfig,
@@ -88,12 +153,18 @@ def build_report(
     k_values: Sequence[int] = DEFAULT_K,
     light_events: int = 5,
     heavy_share: float = 0.1,
+    cold_share: float = 0.2,
+    weights: HybridWeights = DEFAULT_HYBRID_WEIGHTS,
     progress: Progress = False,
 ) -> Report:
-    """Fit every model on the train split and evaluate it on each segment at every k."""
+    """Fit every model on the train split and evaluate it on each segment at every k.
+
+    With ``cold_share`` > 0, every model is fitted a second time on a train split where that share of the
+    users keep only their first 1 .. ``light_events`` - 1 events (the ``cold_start`` segment).
+    """
     stages = _Stages(progress)
     prepared = _prepare(dataset, config)
-    fitted = fit_models(dataset, prepared, config, stages)
+    fitted = _fit_every_model(dataset, prepared, config, weights, stages)
     counts = prepared.split.train["user_id"].astype(str).value_counts().to_dict()
     segments = user_segments(prepared.evaluation, counts, light_events, heavy_share)
     k_values = tuple(sorted(set(k_values)))
@@ -102,12 +173,38 @@ def build_report(
         if segment.users.user_ids:
             stages.say(f"evaluating segment {segment.name} ({len(segment.users.user_ids)} users)")
             rows[segment.name] = evaluate_models(fitted, segment.users, k_values)
-    notes = [f"served model: {fitted.served}"]
+    notes = [
+        f"served model: {fitted.served}",
+        f"{', '.join(SERVED_STRATEGIES)}: the serving strategies (towerlight.recommend.strategies) on the "
+        "version a train-split run would publish, each request replayed at the user's first held-out event; "
+        f"hybrid weights {_weights_text(weights)}",
+    ]
     if fitted.ranker is not None:
         notes.append(f"ranker: {fitted.ranker.chosen}, validation NDCG@10 {fitted.ranker.validation}")
     if fitted.tuning is not None:
         notes.append(f"baselines tuned on the validation part: {fitted.tuning.to_json()['chosen']}")
+    cold_users = cold_start_users(prepared.evaluation, cold_share, light_events, config.seed)
+    if cold_users:
+        stages.say(f"cold-start simulation: refitting every model with {len(cold_users)} users cut to 1-4 events")
+        # the baselines keep the parameters tuned above: the simulation measures users, not tuning
+        cold_config = replace(
+            config, tune_baselines=False, baseline_params=fitted.baseline_params or config.baseline_params
+        )
+        evaluation, cold_fitted = _cold_start(dataset, prepared, cold_config, weights, cold_users, stages)
+        description = (
+            f"light users simulated: {len(cold_users)} users ({cold_share:.0%}, seeded) whose training history "
+            f"is cut to their first 1–{max(light_events - 1, 1)} events; every model refitted without their "
+            "later training events, evaluated on the same held-out events"
+        )
+        segments.insert(2, Segment("cold_start", description, evaluation))
+        if evaluation.user_ids:
+            stages.say(f"evaluating segment cold_start ({len(evaluation.user_ids)} users)")
+            rows["cold_start"] = evaluate_models(cold_fitted, evaluation, k_values)
     return Report(dataset.name, k_values, segments, rows, notes)
+
+
+def _weights_text(weights: HybridWeights) -> str:
+    return ",".join(f"{name}:{weight:g}" for name, weight in weights.weights.items())
 
 
 def _table(rows: dict[str, dict[str, Any]], metric: str, k_values: tuple[int, ...]) -> list[str]:

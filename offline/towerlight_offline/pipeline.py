@@ -258,11 +258,12 @@ class _Prepared:
     validation: Split  # the same rule inside the train part: tuning and ranker labels, never the test
 
 
-def _prepare(dataset: Dataset, config: TrainConfig) -> _Prepared:
+def _prepare(dataset: Dataset, config: TrainConfig, split: Split | None = None) -> _Prepared:
+    """The protocol's split of ``dataset`` (or ``split``, one derived from it) and what is built on it."""
     positives = positive_interactions(dataset.interactions)
     if positives.empty:
         raise ConfigurationError(f"dataset {dataset.name!r} has no positive interactions to train on")
-    split = chronological_split(positives, config.test_fraction)
+    split = split or chronological_split(positives, config.test_fraction)
     spec = fit_feature_spec(dataset)
     catalogue = spec.item_ids.values
     evaluation = EvaluationSet.from_split(

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,30 @@ def validation_split(train: pd.DataFrame, test_fraction: float = 0.2) -> Split:
     ['c']
     """
     return chronological_split(train, test_fraction)
+
+
+def cold_start_split(split: Split, users: Mapping[str, int]) -> Split:
+    """``split`` with each of ``users`` cut to their first ``users[u]`` training events (a cold start).
+
+    The user's later training events are dropped (neither trained on nor tested); their test events stay:
+    the user is seen with a short history at the time of the test, and the models never learn the rest.
+
+    >>> frame = pd.DataFrame({"user_id": ["u"] * 5, "item_id": list("abcde"), "timestamp": range(5)})
+    >>> cold = cold_start_split(chronological_split(frame), {"u": 2})
+    >>> cold.train["item_id"].tolist(), cold.test["item_id"].tolist()
+    (['a', 'b'], ['e'])
+    """
+    train = split.train
+    if train.empty or not users:
+        return split
+    order, _ = _chronological_order(train)
+    ordered_users = train["user_id"].astype(str).to_numpy()[order]
+    position = pd.Series(ordered_users).groupby(ordered_users).cumcount().to_numpy()
+    limit = pd.Series(ordered_users).map(users).to_numpy(dtype=np.float64)  # NaN: a user left whole
+    keep_sorted = ~(position >= limit)
+    keep = np.empty(len(train), dtype=bool)
+    keep[order] = keep_sorted
+    return Split(train=train[keep], test=split.test)
 
 
 def user_histories(interactions: pd.DataFrame) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from towerlight_offline.split import chronological_split, user_histories, validation_split
+from towerlight_offline.split import chronological_split, cold_start_split, user_histories, validation_split
 
 
 def _events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -105,3 +105,18 @@ def test_user_histories_are_most_recent_first() -> None:
     histories = user_histories(events)
     # THEN each user's items come newest first
     assert histories == {"u": ["c", "b", "a"], "v": ["x"]}
+
+
+def test_a_cold_start_split_keeps_only_the_first_events_of_the_chosen_users() -> None:
+    # GIVEN a split of shuffled random events
+    split = chronological_split(_random_events(3).sample(frac=1.0, random_state=0))
+    histories = user_histories(split.train)
+    chosen = {user: n for user, n in zip(sorted(histories)[:40], [1, 2, 3, 4] * 10, strict=True)}
+    # WHEN the chosen users are cut to their first 1-4 training events
+    cold = cold_start_split(split, chosen)
+    # THEN each chosen user keeps exactly their oldest n events, the others keep theirs, test is untouched
+    cut = user_histories(cold.train)
+    for user, history in histories.items():
+        assert cut[user] == (history[-chosen[user] :] if user in chosen else history)
+    assert cold.test is split.test
+    assert cold.train.index.isin(split.train.index).all()

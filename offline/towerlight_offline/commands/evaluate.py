@@ -4,11 +4,13 @@ Example::
 
     towerlight evaluate --dataset movielens-100k --out towerlight-report
     towerlight evaluate --interactions events.csv --items items.csv --k 5 10 20 --no-tune
+    towerlight evaluate --dataset movielens-100k --weights two_tower:0.8,content:0.2 --cold-share 0
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,18 @@ def register(subparsers: Any) -> None:
         "--light-events", type=int, default=5, metavar="N", help="light users: fewer than N training events (default 5)"
     )
     parser.add_argument(
+        "--cold-share",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="cold-start simulation: refit every model with this share of users cut to their first 1 to N-1 "
+        "events, and evaluate them (default 0.2; 0 leaves it out)",
+    )
+    parser.add_argument(
+        "--weights",
+        help="hybrid weights as name:weight pairs (default TOWERLIGHT_HYBRID_WEIGHTS, else the service's default)",
+    )
+    parser.add_argument(
         "--heavy-share",
         type=float,
         default=0.1,
@@ -55,12 +69,21 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from towerlight.errors import ValidationError
+    from towerlight.recommend.strategies import DEFAULT_HYBRID_WEIGHTS, HybridWeights
     from towerlight_offline.evaluation_report import build_report, report_config, write_report
 
     if any(k <= 0 for k in args.k):
         args.parser.error("--k values must be positive")
     if not 0.0 < args.heavy_share < 1.0:
         args.parser.error("--heavy-share must be in (0, 1)")
+    if not 0.0 <= args.cold_share < 1.0:
+        args.parser.error("--cold-share must be in [0, 1)")
+    weights_text = args.weights or os.environ.get("TOWERLIGHT_HYBRID_WEIGHTS")
+    try:
+        weights = HybridWeights.parse(weights_text, source="--weights") if weights_text else DEFAULT_HYBRID_WEIGHTS
+    except ValidationError as exc:
+        args.parser.error(exc.message)
     if args.interactions is None and (args.items or args.users):
         args.parser.error("--items and --users go with --interactions")
     params = TwoTowerParams() if args.epochs is None else replace(TwoTowerParams(), epochs=args.epochs)
@@ -74,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         k_values=tuple(args.k),
         light_events=args.light_events,
         heavy_share=args.heavy_share,
+        cold_share=args.cold_share,
+        weights=weights,
         progress=console.say,
     )
     for path in write_report(report, args.out):
