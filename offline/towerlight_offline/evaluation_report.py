@@ -197,6 +197,8 @@ def build_report(
             "later training events, evaluated on the same held-out events"
         )
         segments.insert(2, Segment("cold_start", description, evaluation))
+        if cold_fitted.ranker is not None:
+            notes.append(f"cold_start refit's ranker: {cold_fitted.ranker.chosen}")
         if evaluation.user_ids:
             stages.say(f"evaluating segment cold_start ({len(evaluation.user_ids)} users)")
             rows["cold_start"] = evaluate_models(cold_fitted, evaluation, k_values)
