@@ -29,12 +29,12 @@ import numpy as np
 import psycopg
 
 from towerlight.bandit.arms import read_arms
+from towerlight.bandit.ope import Estimate, LoggedDecisions, evaluate_policy
 from towerlight.bandit.state import BanditState
 from towerlight.bandit.thompson import ThompsonSampling
 from towerlight.db.events import EventRow, insert_events
 from towerlight.event_types import EVENT_TYPES
 from towerlight.impressions import Impression, logged_decisions, record_feedback
-from towerlight_offline.ope import Estimate, LoggedDecisions, evaluate_policy
 
 CLICK = "click"
 

@@ -15,14 +15,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.admin import runs, service
 from towerlight.admin.online import wilson_interval
+from towerlight.bandit.arms import read_arms
+from towerlight.bandit.thompson import current_probabilities
 from towerlight.db.catalog import ItemRow, UserRow, upsert_items, upsert_users
 from towerlight.db.events import EventRow, insert_events
+from towerlight.event_types import EVENT_TYPES
 from towerlight.impressions import Impression, record_feedback
 from towerlight.store import open_store
 from towerlight.store.versions import current_version, promote, publish_version
@@ -374,6 +378,82 @@ def test_online_stats_show_the_arms_and_each_variant_with_intervals(admin: Modul
     assert (arms["two_tower"]["impressions"], arms["popularity"]["impressions"]) == (40, 20)
     assert arms["popularity"]["mean_reward"] == pytest.approx((4 * 1.0 + 4 * 0.5) / 20)
     assert sum(a["thompson_probability"] for a in body["arms"]) == pytest.approx(1.0)
+
+
+# Click-through of each strategy in each segment; the logged policy chose between the two uniformly.
+OPE_CLICK_RATES = {
+    ("warm", "two_tower"): 0.30,
+    ("warm", "popularity"): 0.10,
+    ("cold", "two_tower"): 0.05,
+    ("cold", "popularity"): 0.20,
+}
+
+
+def log_uniform_impressions(db: psycopg.Connection, n: int, when: datetime) -> None:
+    """n impressions (2/3 warm) with a uniformly chosen strategy, clicked at OPE_CLICK_RATES."""
+    rng = np.random.default_rng(9)
+    shown, clicks = [], []
+    for i in range(n):
+        segment = "warm" if i % 3 else "cold"
+        strategy = ("two_tower", "popularity")[int(rng.integers(2))]
+        rec = f"ope-{i}"
+        shown.append(Impression(rec, f"u{i}", segment, strategy, "v1", ("1", "2"), 0.5, when))
+        if rng.random() < OPE_CLICK_RATES[(segment, strategy)]:
+            clicks.append(event_row(f"u{i}", "2", "click", when, rec))
+    with db.transaction():
+        insert_events(db, clicks)
+        record_feedback(db, shown, [c.recommendation_id for c in clicks])
+
+
+def with_query(event: dict[str, Any], query: str) -> dict[str, Any]:
+    return event | {"rawQueryString": query, "queryStringParameters": dict(p.split("=", 1) for p in query.split("&"))}
+
+
+def test_ope_estimates_a_segment_policy_within_its_intervals(admin: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN 3000 impressions of two hours ago, strategies chosen uniformly, clicks at known rates
+    log_uniform_impressions(db, 3000, datetime.now(UTC) - timedelta(hours=2))
+    # WHEN an operator asks how "two_tower for warm users, popularity for cold ones" would have done
+    status, body = call(admin, load_event("admin_ope.json"))
+    # THEN IPS, SNIPS and DR each cover the true value (2/3 x 0.30 + 1/3 x 0.20 clicks at a click's reward)
+    truth = (2 / 3 * 0.30 + 1 / 3 * 0.20) * EVENT_TYPES["click"].reward
+    assert status == 200, body
+    assert (body["decisions"], body["unsupported_mass"]) == (3000, 0.0)
+    assert body["policy"] == {"segments": {"warm": {"two_tower": 1.0}, "cold": {"popularity": 1.0}}, "default": None}
+    assert [e["estimator"] for e in body["estimates"]] == ["ips", "snips", "dr"]
+    for estimate in body["estimates"]:
+        assert estimate["low"] <= truth <= estimate["high"] and estimate["high"] - estimate["low"] < 0.1, estimate
+
+
+def test_ope_of_thompson_evaluates_the_bandits_current_choice(admin: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN the same logs, which also fed the strategy bandit's counters
+    log_uniform_impressions(db, 3000, datetime.now(UTC) - timedelta(hours=2))
+    choice = current_probabilities(read_arms(db))
+    # WHEN the Thompson policy as it stands is evaluated
+    status, body = call(admin, with_query(load_event("admin_ope.json"), "policy=thompson"))
+    # THEN its target is the posterior's choice per segment, and every interval covers that policy's value
+    assert status == 200, body
+    assert body["policy"]["segments"] == choice
+    share = {"warm": 2 / 3, "cold": 1 / 3}
+    truth = sum(share[seg] * p * OPE_CLICK_RATES[(seg, s)] for seg, mix in choice.items() for s, p in mix.items())
+    assert choice["warm"]["two_tower"] > 0.9 and choice["cold"]["popularity"] > 0.9
+    for estimate in body["estimates"]:
+        assert estimate["low"] <= truth * EVENT_TYPES["click"].reward <= estimate["high"], estimate
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("policy=two_tower&days=7", "no impressions logged"),
+        ("policy=two_tower%3Dmuch", "must be numbers"),
+        ("policy=thompson", "no counters yet"),
+        ("policy=two_tower&since=2026-11-30T00:00:00Z&until=2026-11-29T00:00:00Z", "the window is empty"),
+        ("days=7", "policy"),
+    ],
+)
+def test_ope_explains_what_it_cannot_evaluate(admin: ModuleType, db_url: str, query: str, message: str) -> None:
+    # GIVEN no impressions WHEN asked THEN a 422 says why
+    status, body = call(admin, with_query(load_event("admin_ope.json"), query))
+    assert status == 422 and message in json.dumps(body), body
 
 
 # --------------------------------------------------------------------------------------- promotions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from towerlight_offline.ope import LoggedDecisions, evaluate_policy, unsupported_mass
+from towerlight.bandit.ope import LoggedDecisions, evaluate_policy, unsupported_mass
 
 SEGMENTS = ("a", "b", "c")
 STRATEGIES = ("content", "popularity", "two_tower")

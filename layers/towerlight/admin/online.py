@@ -22,7 +22,7 @@ import psycopg
 
 from towerlight.admin.stats import stats_window
 from towerlight.bandit.arms import read_arms
-from towerlight.bandit.thompson import ThompsonSampling
+from towerlight.bandit.thompson import current_probabilities
 from towerlight.event_types import EVENT_TYPES
 
 Z_95 = 1.959964
@@ -69,12 +69,7 @@ def online_stats(conn: psycopg.Connection, *, days: int = 30, now: datetime | No
     with conn.transaction():
         arms = read_arms(conn)
         variants = conn.execute(_PER_VARIANT, {"clicks": _CLICK_OR_BETTER, "since": since, "until": until}).fetchall()
-    by_segment: dict[str, list[str]] = {}
-    for arm in arms:
-        by_segment.setdefault(arm.segment, []).append(arm.strategy)
-    choice = {
-        segment: ThompsonSampling(strategies).probabilities(arms, segment) for segment, strategies in by_segment.items()
-    }
+    choice = current_probabilities(arms)
     return {
         "window": {"since": since.isoformat(), "until": until.isoformat(), "days": days},
         "arms": [

@@ -11,6 +11,9 @@ Routes (errors use the shared ``{"error": {code, message, details?}}`` body):
 - ``GET /admin/stats?days=30&top=20``: events per type and day, CTR, popular items;
 - ``GET /admin/stats/users/{user_id}``: one user's counts, latest events, removed items;
 - ``GET /admin/stats/online?days=30``: the strategy bandit's arms, each experiment variant's CTR and conversion;
+- ``GET /admin/ope?policy=warm:two_tower&policy=cold:popularity&days=30`` (or ``policy=thompson``; optional
+  ``since``/``until``, ``settle_minutes``, ``confidence``): IPS, SNIPS and doubly robust estimates of that
+  strategy policy's reward per impression, with normal confidence intervals (``towerlight.admin.ope``);
 - ``GET /admin/promotions?live=false``: pinned and boosted items; ``PUT /admin/promotions/{item_id}``
   (``{"mode": "pin"|"boost", "position"?, "boost"?, "starts_at"?, "ends_at"?, "note"?}``): create or
   replace, 200 with the saved promotion; ``DELETE /admin/promotions/{item_id}``: 404 when not promoted;
@@ -34,7 +37,7 @@ import psycopg
 from fastapi import Body, FastAPI, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from towerlight.admin import online, promotions, service, stats
+from towerlight.admin import online, ope, promotions, service, stats
 from towerlight.api.base import create_app
 from towerlight.config import get_settings
 from towerlight.db.connection import shared_connection
@@ -173,6 +176,22 @@ def create_admin_app(
     @app.get("/admin/stats/online", tags=["stats"], summary="Bandit arms and experiment variants, with intervals")
     def online_stats(days: Annotated[int, Query(ge=1, le=stats.MAX_DAYS)] = 30) -> dict[str, Any]:
         return online.online_stats(connection(), days=days)
+
+    @app.get("/admin/ope", tags=["stats"], summary="Off-policy estimate of a strategy policy on logged impressions")
+    def off_policy_estimate(
+        policy: Annotated[list[str], Query(min_length=1, description=ope.POLICY_HELP)],
+        days: Annotated[float, Query(gt=0, le=stats.MAX_DAYS)] = 30,
+        since: Annotated[
+            AwareDatetime | None, Query(description="ISO-8601 with a time zone (default: days before until)")
+        ] = None,
+        until: Annotated[
+            AwareDatetime | None, Query(description="ISO-8601 with a time zone (default: now - settle_minutes)")
+        ] = None,
+        settle_minutes: Annotated[float, Query(ge=0, description="younger impressions may still earn rewards")] = 60,
+        confidence: Annotated[float, Query(gt=0, lt=1)] = 0.95,
+    ) -> dict[str, Any]:
+        window = ope.ope_window(days, settle_minutes, since, until)
+        return ope.policy_report(connection(), policy, *window, confidence=confidence)
 
     @app.get("/admin/promotions", tags=["promotions"], summary="Pinned and boosted items, pins first")
     def list_promotions(

@@ -129,3 +129,17 @@ class ThompsonSampling:
         index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
         index = min(index, len(names) - 1)  # u == total only through rounding of the product
         return ArmChoice(names[index], float(weights[index] / cumulative[-1]))
+
+
+def current_probabilities(arms: Sequence[ArmStats]) -> dict[str, dict[str, float]]:
+    """``{segment: {strategy: probability}}``: Thompson's choice now, over the strategies each segment played.
+
+    >>> current_probabilities([ArmStats("warm", "two_tower", 10, 9, 9.0), ArmStats("warm", "content", 10, 1, 1.0)])
+    {'warm': {'two_tower': 0.9748, 'content': 0.0252}}
+    """
+    by_segment: dict[str, list[str]] = {}
+    for arm in arms:
+        by_segment.setdefault(arm.segment, []).append(arm.strategy)
+    return {
+        segment: ThompsonSampling(strategies).probabilities(arms, segment) for segment, strategies in by_segment.items()
+    }
