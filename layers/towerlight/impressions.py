@@ -40,6 +40,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from towerlight.bandit.arms import ArmDelta, add_to_arms
 from towerlight.errors import ValidationError
 from towerlight.event_types import EVENT_TYPES
+from towerlight.exploration.records import Exploration, ExplorationMessage
 from towerlight.queue import send_messages
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class Impression:
     """One recommendation response as shown: ``item_ids[p - 1]`` was at position ``p``.
 
     ``propensity`` is the probability with which ``strategy`` was chosen (1.0 when nothing was random);
-    ``item_propensities``, when an item-level explorer chose the items, the probability of each.
+    ``item_propensities``, when an item-level explorer chose the items, the probability of each;
+    ``exploration``, when the VW explorer chose one slot's item, that decision and its probability.
     """
 
     recommendation_id: str
@@ -108,6 +110,7 @@ class Impression:
     created_at: datetime
     variant: str | None = None
     item_propensities: tuple[float, ...] | None = None
+    exploration: Exploration | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.propensity <= 1.0:
@@ -138,6 +141,7 @@ class ImpressionMessage(BaseModel):
     item_propensities: (
         Annotated[tuple[Annotated[float, Field(gt=0, le=1)], ...], Field(max_length=MAX_ITEMS)] | None
     ) = None
+    exploration: ExplorationMessage | None = None
 
 
 class _Envelope(BaseModel):
@@ -175,6 +179,8 @@ def parse_impression_message(body: str) -> Impression:
         raise InvalidImpressionError(f"not a valid impression: {reasons}") from None
     fields = message.model_dump()
     try:
+        if message.exploration is not None:
+            fields["exploration"] = Exploration(**fields["exploration"])
         return Impression(**fields)
     except ValueError as exc:  # what only the pair of fields can tell (one propensity per item)
         raise InvalidImpressionError(str(exc)) from None

@@ -35,6 +35,7 @@ from towerlight.db.connection import shared_connection
 from towerlight.db.events import EventRow, insert_events
 from towerlight.errors import ValidationError
 from towerlight.event_fields import read_event_fields
+from towerlight.exploration.records import record_explorations
 from towerlight.impressions import (
     Impression,
     InvalidImpressionError,
@@ -118,7 +119,8 @@ def write_events(rows: Sequence[EventRow | Impression]) -> list[str]:
     """Insert ``rows`` in one transaction on the shared connection; returns the newly inserted ids.
 
     Impressions (ids: their recommendation_id) are stored and events credited to them in the same
-    transaction (``record_feedback``), so the bandit counters move exactly when the rows are new.
+    transaction (``record_feedback``), so the bandit counters move exactly when the rows are new; so are
+    their item exploration decisions (``record_explorations``).
 
     Example::
 
@@ -131,7 +133,9 @@ def write_events(rows: Sequence[EventRow | Impression]) -> list[str]:
         events = [row for row in rows if isinstance(row, EventRow)]
         inserted = insert_events(conn, events)
         attributed = {row.recommendation_id for row in events if row.recommendation_id}
-        feedback = record_feedback(conn, [row for row in rows if isinstance(row, Impression)], attributed)
+        impressions = [row for row in rows if isinstance(row, Impression)]
+        feedback = record_feedback(conn, impressions, attributed)
+        record_explorations(conn, impressions)
         return inserted + list(feedback.impressions)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import psycopg
@@ -49,6 +49,7 @@ from towerlight.errors import (
 )
 from towerlight.event_types import POSITIVE_EVENT_TYPES
 from towerlight.experiments import Experiment, current_experiment
+from towerlight.exploration.records import Exploration
 from towerlight.impressions import Impression
 from towerlight.model.bundle import ModelBundle
 from towerlight.model.registry import get_registry
@@ -69,6 +70,9 @@ from towerlight.recommend.strategies import (
     resolve,
     scorer_for,
 )
+
+if TYPE_CHECKING:
+    from towerlight.exploration.explorer import ItemExplorer
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,7 @@ class Recommendations:
     fallbacks: tuple[str, ...] = ()
     segment: str = "cold"  # the strategy bandit's context (towerlight.bandit.state.user_segment)
     propensity: float = 1.0  # the probability with which ``strategy`` was chosen
+    exploration: Exploration | None = None  # the explore slot's decision, when item exploration is on
 
     def impression(self, created_at: datetime) -> Impression:
         """What was shown, as ingest stores it and the strategy bandit learns from it."""
@@ -132,6 +137,7 @@ class Recommendations:
             propensity=self.propensity,
             created_at=created_at,
             variant=self.variant,
+            exploration=self.exploration,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -297,7 +303,8 @@ class RecommendationService:
 
     ``model`` returns the bundle to serve (``ModelRegistry.get``); ``signals`` reads users from Postgres;
     ``policy`` picks the strategy of ``auto`` requests; ``weights`` are the hybrid's default weights;
-    ``max_promoted`` caps the promoted items of one page.
+    ``max_promoted`` caps the promoted items of one page; ``explorer`` (VW item exploration) picks one slot's
+    item of ``auto`` requests.
 
     Example::
 
@@ -317,6 +324,7 @@ class RecommendationService:
         weights: HybridWeights = DEFAULT_HYBRID_WEIGHTS,
         max_promoted: int = DEFAULT_MAX_PROMOTED,
         experiment: Experiment | None = None,
+        explorer: ItemExplorer | None = None,
     ) -> None:
         if experiment is not None and any(v.model_version for v in experiment.variants):
             raise ConfigurationError(
@@ -331,12 +339,14 @@ class RecommendationService:
         self.policy = policy or BestAvailable()
         self.weights = weights
         self.max_promoted = max_promoted
+        self.explorer = explorer
         self._inactive_cache: tuple[ModelBundle, frozenset[str], np.ndarray] | None = None
 
     @property
     def learns_online(self) -> bool:
-        """Whether a bandit picks ``auto``'s strategy or an experiment runs: then impressions are worth logging."""
-        return self._experiment is not None or not isinstance(self.policy, BestAvailable)
+        """Whether a bandit picks ``auto``'s strategy or its items, or an experiment runs: then impressions are
+        worth logging (they carry the decisions to ingest, which learns from them)."""
+        return self._experiment is not None or self.explorer is not None or not isinstance(self.policy, BestAvailable)
 
     def recommend(self, user_id: str, query: RecommendQuery) -> Recommendations:
         """Top-``query.k`` items for ``user_id``, best first (promotions and caps applied).
@@ -366,7 +376,11 @@ class RecommendationService:
         promotions = LivePromotions.select(self._signals.promotions(), bundle.catalogue, rules, page_rules)
         # Caps skip candidates and boosts climb a share of the top-C: both need the whole candidate list.
         simple = query.max_per_category is None and not promotions.boosts
-        candidates = scorer.candidates(rules, query.k if simple else max(query.k, self.candidates), query.k)
+        pool = query.k if simple else max(query.k, self.candidates)
+        explorer = self.explorer if query.strategy == "auto" else None  # only auto decisions are logged
+        if explorer is not None:
+            pool = max(pool, explorer.pool_size(query.k))
+        candidates = scorer.candidates(rules, pool, query.k)
         page = assemble_page(
             candidates,
             page_rules,
@@ -377,9 +391,17 @@ class RecommendationService:
         )
         if any(rule["rule"] == "backfilled" for placed in page for rule in placed.applied):
             context.fallbacks.append("backfill")
+        recommendation_id = str(uuid.uuid4())
+        exploration = None
+        if explorer is not None:
+            capped = query.max_per_category is not None  # a new item could break the cap: reorder the page only
+            page, exploration = explorer.explore(
+                context, scorer, choice.strategy, page, candidates, recommendation_id, reorder_only=capped
+            )
         rows = np.fromiter((p.row for p in page), dtype=np.int64, count=len(page))
         explained = reasons(context, scorer, page, ranker_contributions(scorer, rows)) if query.explain else None
-        return self._answer(user_id, bundle, context, choice, _scored(bundle, rows, scorer.scores(rows), explained))
+        items = _scored(bundle, rows, scorer.scores(rows), explained)
+        return self._answer(user_id, bundle, context, choice, items, recommendation_id, exploration)
 
     def rank(
         self,
@@ -454,11 +476,17 @@ class RecommendationService:
 
     @staticmethod
     def _answer(
-        user_id: str, bundle: ModelBundle, context: UserContext, choice: StrategyChoice, items: list[ScoredItem]
+        user_id: str,
+        bundle: ModelBundle,
+        context: UserContext,
+        choice: StrategyChoice,
+        items: list[ScoredItem],
+        recommendation_id: str | None = None,
+        exploration: Exploration | None = None,
     ) -> Recommendations:
         return Recommendations(
             user_id=user_id,
-            recommendation_id=str(uuid.uuid4()),
+            recommendation_id=recommendation_id or str(uuid.uuid4()),
             model_version=bundle.version,
             strategy=choice.strategy,
             variant=choice.variant,
@@ -466,6 +494,7 @@ class RecommendationService:
             fallbacks=tuple(context.fallbacks),
             segment=user_segment(len(context.history)),
             propensity=choice.propensity,
+            exploration=exploration,
         )
 
     def _inactive_rows(self, bundle: ModelBundle) -> np.ndarray:
@@ -541,8 +570,9 @@ def get_service() -> RecommendationService:
     >>> get_service().recommend("42", RecommendQuery()).model_version
     '20261122T011500Z-3fa2c1'
     """
-    # Here, not at the top: the bandit's policy implements this package's StrategyPolicy (import cycle).
+    # Here, not at the top: the bandit's policy and the explorer use this package's types (import cycle).
     from towerlight.bandit.policy import auto_policy
+    from towerlight.exploration.explorer import item_explorer
 
     settings = get_settings()
     raw_weights = os.environ.get("TOWERLIGHT_HYBRID_WEIGHTS")
@@ -559,4 +589,5 @@ def get_service() -> RecommendationService:
         max_promoted=int(env_number("TOWERLIGHT_MAX_PROMOTED", DEFAULT_MAX_PROMOTED, 0)),
         policy=auto_policy(),
         experiment=current_experiment(),
+        explorer=item_explorer(),
     )
