@@ -2,7 +2,8 @@
 
 Invalid records are reported one by one in ``batchItemFailures``; a database error reports every
 record, so SQS redelivers the whole batch (the write is one transaction: nothing half-written).
-The service is ``towerlight.ingest``; this module only wires Powertools around it.
+The service is ``towerlight.ingest``; this module only wires Powertools around it. With item exploration
+on, each batch is followed by a learning pass of the VW model (``towerlight.exploration.learning``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from towerlight.db.events import EventRow
+from towerlight.exploration.learning import exploration_learner
 from towerlight.ingest import EventBatchProcessor, record_handler, write_events
 
 logger = Logger(service="ingest")
@@ -31,6 +33,7 @@ def write(rows: Sequence[EventRow]) -> list[str]:
 
 
 processor = EventBatchProcessor(write=write, metrics=metrics)
+learner = exploration_learner()  # None unless item exploration is on
 
 
 @logger.inject_lambda_context
@@ -41,4 +44,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         event=event, record_handler=record_handler, processor=processor, context=context
     )
     logger.info("batch processed", extra=asdict(processor.stats))
+    if learner is not None:  # after the batch committed: learning never fails it
+        learner.after_batch(metrics)
     return dict(response)
