@@ -197,6 +197,7 @@ def test_setting_parameters_default_to_what_the_code_does_when_unset(monkeypatch
     from towerlight.bandit.policy import BestAvailable, auto_policy
     from towerlight.config import get_settings
     from towerlight.experiments import current_experiment
+    from towerlight.exploration.settings import exploration_settings
     from towerlight.recommend.rules import DEFAULT_MAX_PROMOTED
 
     # GIVEN the code's settings with none of the template's variables set
@@ -213,6 +214,7 @@ def test_setting_parameters_default_to_what_the_code_does_when_unset(monkeypatch
     assert get_settings() == unset
     assert isinstance(auto_policy(), BestAvailable)
     assert current_experiment() is None
+    assert exploration_settings() is None  # item exploration off
     assert settings["TOWERLIGHT_HYBRID_WEIGHTS"]["Default"] == ""  # empty: DEFAULT_HYBRID_WEIGHTS
     assert settings["TOWERLIGHT_MAX_PROMOTED"]["Default"] == DEFAULT_MAX_PROMOTED
     get_settings.cache_clear()
@@ -416,8 +418,10 @@ def test_each_function_gets_only_what_it_needs() -> None:
         "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}},
         "AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}},
     }
-    # ingest never writes the bucket; only admin and retrain write, and admin only CURRENT
-    assert not actions("IngestFunction")
+    # ingest writes only item exploration's VW models; admin writes only CURRENT; retrain publishes models
+    assert actions("IngestFunction") == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    ingest_writes = [s for s in statements("IngestFunction") if "s3:PutObject" in s["Action"]]
+    assert [s["Resource"] for s in ingest_writes] == [{"Fn::Sub": "${ArtifactsBucket.Arn}/towerlight/bandit/vw/*"}]
     admin_writes = [s for s in statements("AdminFunction") if s["Action"] == "s3:PutObject"]
     assert [s["Resource"] for s in admin_writes] == [{"Fn::Sub": "${ArtifactsBucket.Arn}/towerlight/models/CURRENT"}]
     assert actions("RetrainFunction") == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}

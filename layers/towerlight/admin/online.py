@@ -4,7 +4,10 @@
   impressions with any reward, and the probability Thompson sampling now gives each strategy;
 - ``variants``: per experiment variant over the window, impressions, click-through (an attributed
   ``click`` or better), conversion (an attributed ``purchase``) and mean reward, each with a 95%
-  confidence interval (Wilson for the rates, normal for the mean).
+  confidence interval (Wilson for the rates, normal for the mean);
+- ``exploration``: item exploration's configured rate, its VW model (version, decisions learned, watermark)
+  and, over the window, the decisions that exploited the model's best item and those that explored, with
+  the mean reward of the chosen item for each.
 
 Example::
 
@@ -15,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +28,10 @@ from towerlight.admin.stats import stats_window
 from towerlight.bandit.arms import read_arms
 from towerlight.bandit.thompson import current_probabilities
 from towerlight.event_types import EVENT_TYPES
+from towerlight.exploration.model import read_vw_pointer
+from towerlight.exploration.records import window_summary
+from towerlight.exploration.settings import exploration_settings
+from towerlight.store import ArtifactStore
 
 Z_95 = 1.959964
 
@@ -63,12 +71,52 @@ def _rate(successes: int, trials: int) -> dict[str, float | None]:
     return {"value": round(successes / trials, 6) if trials else None, "low": round(low, 6), "high": round(high, 6)}
 
 
-def online_stats(conn: psycopg.Connection, *, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
-    """The bandit's arms (all time: counters are cumulative) and the variants' results over ``days``."""
+def _mean(mean: float, sd: float, n: int) -> dict[str, float]:
+    half = Z_95 * sd / math.sqrt(n)
+    return {"value": round(mean, 6), "low": round(mean - half, 6), "high": round(mean + half, 6)}
+
+
+def _exploration(
+    summary: list[tuple[bool, int, float, float]], store: Callable[[], ArtifactStore] | None
+) -> dict[str, Any]:
+    settings = exploration_settings()
+    pointer = read_vw_pointer(store())[0] if store is not None else None
+    by_kind = {greedy: (n, mean, sd) for greedy, n, mean, sd in summary}
+
+    def kind(greedy: bool) -> dict[str, Any]:
+        n, mean, sd = by_kind.get(greedy, (0, 0.0, 0.0))
+        return {"decisions": n, "mean_reward": _mean(mean, sd, n) if n else None}
+
+    return {
+        "epsilon": settings.epsilon if settings else None,
+        "model": None
+        if pointer is None
+        else {
+            "version": pointer.version,
+            "examples": pointer.examples,
+            "learned_through": pointer.to_json()["learned_through"],
+            "updated_at": pointer.updated_at,
+        },
+        "decisions": sum(n for n, _, _ in by_kind.values()),
+        "exploited": kind(True),
+        "explored": kind(False),
+    }
+
+
+def online_stats(
+    conn: psycopg.Connection,
+    *,
+    days: int = 30,
+    now: datetime | None = None,
+    store: Callable[[], ArtifactStore] | None = None,
+) -> dict[str, Any]:
+    """The bandit's arms (all time: counters are cumulative), the variants' results and item exploration's
+    over ``days``; ``store`` holds the VW model (None: no store configured, so no model)."""
     since, until = stats_window(days, now)
     with conn.transaction():
         arms = read_arms(conn)
         variants = conn.execute(_PER_VARIANT, {"clicks": _CLICK_OR_BETTER, "since": since, "until": until}).fetchall()
+        explorations = window_summary(conn, since, until)
     choice = current_probabilities(arms)
     return {
         "window": {"since": since.isoformat(), "until": until.isoformat(), "days": days},
@@ -89,12 +137,9 @@ def online_stats(conn: psycopg.Connection, *, days: int = 30, now: datetime | No
                 "impressions": n,
                 "ctr": _rate(clicked, n),
                 "conversion": _rate(converted, n),
-                "mean_reward": {
-                    "value": round(mean, 6),
-                    "low": round(mean - Z_95 * sd / math.sqrt(n), 6),
-                    "high": round(mean + Z_95 * sd / math.sqrt(n), 6),
-                },
+                "mean_reward": _mean(mean, sd, n),
             }
             for variant, n, clicked, converted, mean, sd in variants
         ],
+        "exploration": _exploration(explorations, store),
     }

@@ -10,7 +10,8 @@ Routes (errors use the shared ``{"error": {code, message, details?}}`` body):
   the retrain function invoked asynchronously; ``GET /admin/retrain/{job_id}``: that run's record;
 - ``GET /admin/stats?days=30&top=20``: events per type and day, CTR, popular items;
 - ``GET /admin/stats/users/{user_id}``: one user's counts, latest events, removed items;
-- ``GET /admin/stats/online?days=30``: the strategy bandit's arms, each experiment variant's CTR and conversion;
+- ``GET /admin/stats/online?days=30``: the strategy bandit's arms, each experiment variant's CTR and conversion,
+  item exploration's VW model and its explored vs exploited rewards;
 - ``GET /admin/ope?policy=warm:two_tower&policy=cold:popularity&days=30`` (or ``policy=thompson``; optional
   ``since``/``until``, ``settle_minutes``, ``confidence``): IPS, SNIPS and doubly robust estimates of that
   strategy policy's reward per impression, with normal confidence intervals (``towerlight.admin.ope``);
@@ -173,9 +174,13 @@ def create_admin_app(
     ) -> dict[str, Any]:
         return stats.user_stats(connection(), user_id, recent=recent)
 
-    @app.get("/admin/stats/online", tags=["stats"], summary="Bandit arms and experiment variants, with intervals")
+    @app.get(
+        "/admin/stats/online",
+        tags=["stats"],
+        summary="Bandit arms, experiment variants and item exploration, with intervals",
+    )
     def online_stats(days: Annotated[int, Query(ge=1, le=stats.MAX_DAYS)] = 30) -> dict[str, Any]:
-        return online.online_stats(connection(), days=days)
+        return online.online_stats(connection(), days=days, store=store if get_settings().store_uri else None)
 
     @app.get("/admin/ope", tags=["stats"], summary="Off-policy estimate of a strategy policy on logged impressions")
     def off_policy_estimate(
