@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
@@ -59,12 +59,13 @@ MAX_EXAMPLES = 5000
 LEARN_STATEMENT_TIMEOUT_MS = 10_000
 # Two-key advisory lock: (namespace, key), apart from the impressions' bucket locks.
 LEARNER_LOCK = (0x546C_5657, 1)  # "TlVW"
+# The watermark before the first model: before any decision (a value, not NULL, keeps the index usable).
+_BEGINNING = (datetime(1970, 1, 1, tzinfo=UTC), "")
 
 _PENDING = f"""
 SELECT x.received_at, x.recommendation_id, x.shared, x.actions, x.chosen, x.probability, {REWARD_OF_CHOSEN}
 FROM explorations x
-WHERE x.received_at < now() - %(window)s
-  AND (%(after_at)s::timestamptz IS NULL OR (x.received_at, x.recommendation_id) > (%(after_at)s, %(after_id)s))
+WHERE x.received_at < now() - %(window)s AND (x.received_at, x.recommendation_id) > (%(after_at)s, %(after_id)s)
 ORDER BY x.received_at, x.recommendation_id
 LIMIT %(limit)s
 """
@@ -123,14 +124,14 @@ class ExplorationLearner:
                 return LearnResult(skipped="busy")
             store = self._store()
             current, etag = read_vw_pointer(store)
-            after = current.learned_through if current else None
+            after = current.learned_through if current and current.learned_through else _BEGINNING
             rows = conn.execute(
                 _PENDING,
                 {
                     **REWARD_PARAMETERS,
                     "window": timedelta(seconds=self.settings.window_seconds),
-                    "after_at": after[0] if after else None,
-                    "after_id": after[1] if after else None,
+                    "after_at": after[0],
+                    "after_id": after[1],
                     "limit": self.max_examples,
                 },
             ).fetchall()
@@ -161,7 +162,10 @@ def exploration_learner() -> ExplorationLearner | None:
     """Ingest's learner when exploration is on (``TOWERLIGHT_EXPLORATION_EPSILON``) and a store is configured."""
     settings = exploration_settings()
     uri = get_settings().store_uri
-    if settings is None or not uri:
+    if settings is None:
+        return None
+    if not uri:
+        logger.warning("item exploration is on but TOWERLIGHT_STORE is not set: decisions are stored, not learned")
         return None
     store = open_store(uri)
     return ExplorationLearner(settings, store=lambda: store)
