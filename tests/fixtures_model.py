@@ -56,6 +56,20 @@ def copy_version(source_uri: str, target_uri: str, version: str) -> dict[str, An
     return copied
 
 
+def publish_without_ranker(source_uri: str, version: str, target_uri: str) -> str:
+    """Publish ``version`` without its ranker, under a new id, in ``target_uri`` (not promoted).
+
+    Another servable version of the same catalogue, as for an A/B test of the second stage.
+    """
+    second = f"{version}-no-ranker"
+    with tempfile.TemporaryDirectory(prefix="towerlight-no-ranker-") as tmp:
+        model_dir, manifest = download_version(open_store(source_uri), version, Path(tmp))
+        files = {name: model_dir / name for name in manifest["files"] if not name.startswith("ranker")}
+        body = {key: value for key, value in manifest.items() if key not in PUBLISH_KEYS}
+        publish_version(open_store(target_uri), second, files, body)
+    return second
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """``(store_uri, manifest)`` of a real model published and promoted in a ``file://`` store."""

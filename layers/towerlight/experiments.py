@@ -5,7 +5,9 @@ user gets the same variant on every request, in every process, with no state sto
 name reshuffles users independently. Variants take consecutive slices of [0, 1) in proportion to their
 weights, in the order configured.
 
-The running experiment is configured by ``TOWERLIGHT_EXPERIMENT`` (JSON; unset means none)::
+A variant pinning a ``model_version`` is served by that version, loaded beside ``CURRENT``
+(``towerlight.model.pinned``). The running experiment is configured by ``TOWERLIGHT_EXPERIMENT`` (JSON;
+unset means none)::
 
     {"name": "ranker-2026-12", "variants": [
         {"name": "control", "weight": 0.8},
@@ -62,6 +64,11 @@ class Experiment(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be distinct, got {names}")
         return variants
+
+    @property
+    def model_versions(self) -> frozenset[str]:
+        """The model versions the variants pin (the versions serving keeps beside CURRENT)."""
+        return frozenset(v.model_version for v in self.variants if v.model_version)
 
     def assign(self, user_id: str) -> Variant:
         """The variant of ``user_id``: always the same one for the same experiment and user.

@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
+from fixtures_model import copy_version, publish_without_ranker
 
 from towerlight.config import get_settings
 from towerlight.db.catalog import ItemRow, UserRow, set_item_active, upsert_items, upsert_users
@@ -616,9 +617,35 @@ def test_an_experiment_variant_is_reported_and_may_pin_the_strategy_of_auto_requ
     # THEN both report the variant; the pin applies to auto only
     assert (auto["variant"], auto["strategy"]) == ("popular", "popularity")
     assert (explicit["variant"], explicit["strategy"]) == ("popular", "two_tower")
-    # AND a variant pinning a model version is refused clearly until serving can load a non-current one
-    versioned = {"name": "next", "variants": [{"name": "next-model", "weight": 1, "model_version": "v2"}]}
-    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps(versioned))
-    status, body = new_process()("recommend_get.json")
-    assert (status, body["error"]["code"]) == (503, "configuration_error")
-    assert "model_version" in body["error"]["message"]
+
+
+def test_an_experiment_serves_each_variant_the_model_version_it_pins(
+    trained_model: Model, db: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a store whose CURRENT is the trained version (with its ranker), the same model without the ranker
+    # as a second version, and an experiment sending half the users to each
+    source_uri, manifest = trained_model
+    store_uri = (tmp_path / "store").as_uri()
+    copy_version(source_uri, store_uri, manifest["version"])
+    second = publish_without_ranker(source_uri, manifest["version"], store_uri)
+    variants = [{"name": "control", "weight": 1}, {"name": "next-model", "weight": 1, "model_version": second}]
+    monkeypatch.setenv("TOWERLIGHT_STORE", store_uri)
+    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps({"name": "ab-models", "variants": variants}))
+    users = [f"ab-{n}" for n in range(24)]
+    for user in users:
+        add_events(db, user, HISTORY)
+    call = new_process()
+    # WHEN each user asks for recommendations
+    answers = [call("recommend_get.json", path=f"/recommendations/{user}", query="k=5")[1] for user in users]
+    # THEN each variant is served by its version, and the two versions order the same user differently
+    served = {(a["variant"], a["model_version"]) for a in answers}
+    assert served == {("control", manifest["version"]), ("next-model", second)}
+    pages = {a["variant"]: {tuple(item_ids(b)) for b in answers if b["variant"] == a["variant"]} for a in answers}
+    assert len(pages["control"]) == len(pages["next-model"]) == 1 and pages["control"] != pages["next-model"]
+    # AND the pinned version is cached in the function's cache directory, keyed by its id
+    assert (Path(get_settings().cache_dir) / second).is_dir()
+    # AND a variant pinning a version the store does not have is served by CURRENT, outside the experiment
+    broken = [{"name": "next-model", "weight": 1, "model_version": "20991231T000000Z-000000"}]
+    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps({"name": "broken", "variants": broken}))
+    status, body = new_process()("recommend_get.json", query="k=5")
+    assert (status, body["variant"], body["model_version"]) == (200, None, manifest["version"])

@@ -52,6 +52,7 @@ from towerlight.experiments import Experiment, current_experiment
 from towerlight.exploration.records import Exploration
 from towerlight.impressions import Impression
 from towerlight.model.bundle import ModelBundle
+from towerlight.model.pinned import PinnedModels
 from towerlight.model.registry import get_registry
 from towerlight.recommend.explain import reasons
 from towerlight.recommend.filters import EMPTY_ROWS, Exclusions, build_exclusions, catalogue_chunks, sorted_rows
@@ -325,13 +326,15 @@ class RecommendationService:
         max_promoted: int = DEFAULT_MAX_PROMOTED,
         experiment: Experiment | None = None,
         explorer: ItemExplorer | None = None,
+        pinned: PinnedModels | None = None,
     ) -> None:
-        if experiment is not None and any(v.model_version for v in experiment.variants):
+        if experiment is not None and experiment.model_versions and pinned is None:
             raise ConfigurationError(
-                f"experiment {experiment.name!r}: variants pinning a model_version are not served yet",
-                {"variants": [v.name for v in experiment.variants if v.model_version]},
+                f"experiment {experiment.name!r}: variants pin model versions but no PinnedModels serves them",
+                {"model_versions": sorted(experiment.model_versions)},
             )
         self._experiment = experiment
+        self._pinned = pinned
         self._model = model
         self._signals = signals
         self.candidates = candidates
@@ -357,10 +360,20 @@ class RecommendationService:
         bundle = self._model()
         weights = query.weights or self.weights
         variant = self._experiment.assign(user_id) if self._experiment else None
+        left_out = False
+        if variant is not None and variant.model_version is not None:
+            assert self._pinned is not None  # checked at construction
+            try:
+                bundle = self._pinned.get(variant.model_version, bundle)
+            except ModelUnavailableError:
+                # Served by CURRENT but outside the experiment: its results must not count for the variant.
+                variant, left_out = None, True
         requested = query.strategy
         if variant is not None and variant.strategy is not None and query.strategy == "auto":
             requested = variant.strategy  # an experiment variant may pin what requests leave to the service
         context, user = self._context(bundle, user_id, requested, weights)
+        if left_out:
+            context.fallbacks.append("variant_model_unavailable")
         choice = resolve(requested, context, weights, self.policy)
         if variant is not None:
             choice = replace(choice, variant=variant.name)
@@ -575,6 +588,8 @@ def get_service() -> RecommendationService:
     from towerlight.exploration.explorer import item_explorer
 
     settings = get_settings()
+    experiment = current_experiment()
+    pinned = PinnedModels.for_registry(get_registry(), experiment.model_versions) if experiment else None
     raw_weights = os.environ.get("TOWERLIGHT_HYBRID_WEIGHTS")
     try:
         weights = HybridWeights.parse(raw_weights, source="TOWERLIGHT_HYBRID_WEIGHTS") if raw_weights else None
@@ -588,6 +603,7 @@ def get_service() -> RecommendationService:
         weights=weights or DEFAULT_HYBRID_WEIGHTS,
         max_promoted=int(env_number("TOWERLIGHT_MAX_PROMOTED", DEFAULT_MAX_PROMOTED, 0)),
         policy=auto_policy(),
-        experiment=current_experiment(),
+        experiment=experiment,
         explorer=item_explorer(),
+        pinned=pinned,
     )
