@@ -346,9 +346,9 @@ def test_online_stats_show_the_arms_and_each_variant_with_intervals(admin: Modul
     now = datetime.now(UTC)
     shown, rows = [], []
     for n in range(60):
-        variant, strategy = ("control", "two_tower") if n < 40 else ("treatment", "popularity")
+        variant, strategy, version = ("control", "two_tower", "v1") if n < 40 else ("treatment", "popularity", "v2")
         rec = f"rec-{n}"
-        shown.append(Impression(rec, f"u{n}", "warm", strategy, "v1", ("1", "2"), 0.5, now, variant))
+        shown.append(Impression(rec, f"u{n}", "warm", strategy, version, ("1", "2"), 0.5, now, variant))
         clicked, bought = (n < 10, n < 2) if n < 40 else (n < 48, n < 44)
         if clicked:
             rows.append(event_row(f"u{n}", "2", "click", now, rec))
@@ -368,6 +368,7 @@ def test_online_stats_show_the_arms_and_each_variant_with_intervals(admin: Modul
         "treatment",
         20,
     )
+    assert (control["model_versions"], treatment["model_versions"]) == (["v1"], ["v2"])
     assert (control["ctr"]["value"], control["conversion"]["value"]) == (0.25, 0.05)
     assert (treatment["ctr"]["value"], treatment["conversion"]["value"]) == (0.4, 0.2)
     for rate in (control["ctr"], control["conversion"], treatment["ctr"], treatment["conversion"]):

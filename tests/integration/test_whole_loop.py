@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
+from fixtures_model import copy_version, publish_without_ranker
 
 from towerlight.bandit.arms import ArmDelta, ArmStats, add_to_arms, read_arms
 from towerlight.bandit.thompson import ThompsonSampling
@@ -137,3 +138,61 @@ def test_auto_requests_are_chosen_by_the_bandit_and_their_impressions_credited(
     arm = arms[("warm", first["strategy"])]
     served = sum(a["strategy"] == first["strategy"] for a in answers)
     assert (arm.impressions, arm.successes) == (1000 + served, seeded[("warm", first["strategy"])].successes + 1)
+
+
+def test_an_ab_test_of_two_model_versions_shows_both_in_admin_stats(
+    stack: dict[str, Any],
+    published_s3_model: tuple[str, dict[str, Any]],
+    s3_store: str,
+    db: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a bucket whose CURRENT is the trained version, the same model without its ranker beside it, and an
+    # experiment sending half the users to each
+    source_uri, version = published_s3_model[0], stack["version"]
+    copy_version(source_uri, s3_store, version)
+    second = publish_without_ranker(source_uri, version, s3_store)
+    variants = [{"name": "control", "weight": 1}, {"name": "no-ranker", "weight": 1, "model_version": second}]
+    monkeypatch.setenv("TOWERLIGHT_STORE", s3_store)
+    monkeypatch.setenv("TOWERLIGHT_EXPERIMENT", json.dumps({"name": "ranker-ab", "variants": variants}))
+    get_settings.cache_clear()
+    service.get_service.cache_clear()
+    registry.reset()
+    recommend, track, admin = fresh_handler("recommend"), fresh_handler("track"), fresh_handler("admin")
+    worker = QueueWorker(get_settings().require_queue(), load_function_handler("Ingest"), wait_seconds=0)
+    users = [f"ab-{n}" for n in range(30)]
+    assert (
+        call(
+            track,
+            track_event([{"user_id": u, "item_id": i, "event_type": "click"} for u in users for i in CLICKED[:2]]),
+            "track",
+        )[0]
+        == 202
+    )
+    worker.drain()
+    # WHEN each user is recommended to, and every user of the control and every other user of the
+    # no-ranker variant click the first item, echoing the recommendation
+    answers = [call(recommend, recommend_event(user), "recommend")[1] for user in users]
+    clicked = [a for n, a in enumerate(answers) if a["variant"] == "control" or n % 2 == 0]
+    clicks = [
+        {
+            "user_id": a["user_id"],
+            "item_id": a["items"][0]["item_id"],
+            "event_type": "click",
+            "recommendation_id": a["recommendation_id"],
+        }
+        for a in clicked
+    ]
+    assert call(track, track_event(clicks), "track")[0] == 202
+    worker.drain()
+    # THEN each variant was served by its version, and admin stats show both with their click-through
+    assert {(a["variant"], a["model_version"]) for a in answers} == {("control", version), ("no-ranker", second)}
+    status, body = call(admin, load_event("admin_stats_online.json"), "admin")
+    assert status == 200
+    stats = {v["variant"]: v for v in body["variants"]}
+    for name, model_version in (("control", version), ("no-ranker", second)):
+        served = [a for a in answers if a["variant"] == name]
+        ctr = stats[name]["ctr"]
+        assert stats[name]["model_versions"] == [model_version] and stats[name]["impressions"] == len(served)
+        assert ctr["value"] == pytest.approx(sum(a in clicked for a in served) / len(served), abs=1e-6)
+        assert ctr["low"] <= ctr["value"] <= ctr["high"]

@@ -2,9 +2,9 @@
 
 - ``arms``: per (segment, strategy) the additive counters, the mean reward per impression, the share of
   impressions with any reward, and the probability Thompson sampling now gives each strategy;
-- ``variants``: per experiment variant over the window, impressions, click-through (an attributed
-  ``click`` or better), conversion (an attributed ``purchase``) and mean reward, each with a 95%
-  confidence interval (Wilson for the rates, normal for the mean);
+- ``variants``: per experiment variant over the window, the model versions that served it, impressions,
+  click-through (an attributed ``click`` or better), conversion (an attributed ``purchase``) and mean
+  reward, each with a 95% confidence interval (Wilson for the rates, normal for the mean);
 - ``exploration``: item exploration's configured rate, its VW model (version, decisions learned, watermark)
   and, over the window, the decisions that exploited the model's best item and those that explored, with
   the mean reward of the chosen item for each.
@@ -45,7 +45,8 @@ SELECT coalesce(i.variant, ''), count(*),
        count(*) FILTER (WHERE EXISTS (
            SELECT 1 FROM events e WHERE e.recommendation_id = i.recommendation_id
              AND e.item_id = ANY(i.item_ids) AND e.event_type = 'purchase')),
-       avg(i.reward), coalesce(stddev_samp(i.reward), 0)
+       avg(i.reward), coalesce(stddev_samp(i.reward), 0),
+       array_agg(DISTINCT i.model_version ORDER BY i.model_version)
 FROM impressions i
 WHERE i.created_at >= %(since)s AND i.created_at < %(until)s
 GROUP BY 1 ORDER BY 1
@@ -134,12 +135,13 @@ def online_stats(
         "variants": [
             {
                 "variant": variant or None,
+                "model_versions": versions,
                 "impressions": n,
                 "ctr": _rate(clicked, n),
                 "conversion": _rate(converted, n),
                 "mean_reward": _mean(mean, sd, n),
             }
-            for variant, n, clicked, converted, mean, sd in variants
+            for variant, n, clicked, converted, mean, sd, versions in variants
         ],
         "exploration": _exploration(explorations, store),
     }
