@@ -8,6 +8,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from conftest import LambdaContext, fresh_handler, load_event
 
 from towerlight.config import get_settings
 from towerlight.db.connection import connect
+from towerlight.db.events import EventRow, insert_events
 from towerlight.errors import PointerConflictError
 from towerlight.exploration.features import vw_example
 from towerlight.exploration.learning import LEARNER_LOCK, ExplorationLearner, LearnResult
@@ -23,7 +25,12 @@ from towerlight.exploration.model import VWModelCache, model_key, publish_vw_mod
 from towerlight.exploration.records import Exploration
 from towerlight.exploration.settings import ExplorationSettings
 from towerlight.impressions import Impression, impression_message
+from towerlight.model import registry
+from towerlight.queue import send_messages
+from towerlight.recommend import service
 from towerlight.store import ArtifactStore, open_store
+from towerlight_offline.local.moto_server import ensure_queue
+from towerlight_offline.local.worker import QueueWorker
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +38,13 @@ SHARED = "shared |User h=3 seg=warm s=two_tower c=Drama"
 OPTIONS = ["a", "b", "c", "d"]
 ACTIONS = [f"|Item id={item} |Rank r={i}" for i, item in enumerate(OPTIONS)]
 LIKED = "c"  # the item users click when it is shown
+HISTORY = ["1", "71", "95", "588", "99"]  # animated films: a warm user for the trained model
+
+
+def forget_process_state() -> None:
+    get_settings.cache_clear()
+    registry.reset()
+    service.get_service.cache_clear()
 
 
 @pytest.fixture
@@ -161,3 +175,62 @@ def test_admin_online_stats_show_the_model_and_the_rewards_of_explored_and_explo
     assert explored["decisions"] == 40 - greedy
     assert explored["mean_reward"]["value"] == pytest.approx(0.5 * clicked / (40 - greedy), abs=1e-6)
     assert explored["mean_reward"]["low"] < explored["mean_reward"]["value"] < explored["mean_reward"]["high"]
+
+
+def test_recommend_ingest_recommend_the_decisions_travel_through_sqs_and_the_next_ones_use_the_learned_model(
+    published_s3_model: tuple[str, dict[str, Any]], db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the whole stack: the trained model in S3, a queue, exploration on, the VW model re-read on every request
+    store_uri, _ = published_s3_model
+    for name, value in {
+        "TOWERLIGHT_STORE": store_uri,
+        "TOWERLIGHT_CACHE_DIR": str(tmp_path / "cache"),
+        "EVENTS_QUEUE_URL": ensure_queue(f"explore-{uuid.uuid4().hex[:12]}", max_receive_count=None),
+        "MODEL_REFRESH_SECONDS": "0",
+        "TOWERLIGHT_EXPLORATION_EPSILON": "0.5",
+        "TOWERLIGHT_EXPLORATION_WINDOW_SECONDS": "0",
+        "TOWERLIGHT_EXPLORATION_LEARN_SECONDS": "0",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "TowerlightTest",
+    }.items():
+        monkeypatch.setenv(name, value)
+    forget_process_state()
+    store = open_store(store_uri)
+    with connect() as conn, conn.transaction():
+        history = [EventRow(str(uuid.uuid4()), "explorer", item, "click", None, datetime.now(UTC)) for item in HISTORY]
+        insert_events(conn, history)
+    recommend = fresh_handler("recommend")
+    # Imported afresh: its learner reads this test's store (an ingest module another test imported would not)
+    worker = QueueWorker(get_settings().require_queue(), fresh_handler("ingest").handler, wait_seconds=0)
+    event = load_event("recommend_explain.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/recommendations/explorer"
+    event["pathParameters"] = {"user_id": "explorer"}
+    try:
+        # WHEN the user asks 12 times, clicks the first item of every answer, and the queue is drained
+        answers = [json.loads(recommend.handler(event, LambdaContext())["body"]) for _ in range(12)]
+        clicks = [
+            json.dumps({"user_id": "explorer", "item_id": a["items"][0]["item_id"], "event_type": "click",
+                        "recommendation_id": a["recommendation_id"], "event_id": str(uuid.uuid4())})
+            for a in answers
+        ]  # fmt: skip
+        send_messages(get_settings().require_queue(), clicks)
+        worker.drain()
+        # THEN each decision is stored with the probability explain showed, and a model learned all of them
+        with connect() as conn:
+            stored = dict(conn.execute("SELECT recommendation_id, probability FROM explorations").fetchall())
+        shown = {
+            a["recommendation_id"]: next(r for r in a["items"][0]["reasons"]["rules"] if r["rule"] == "explored")
+            for a in answers
+        }
+        assert stored == pytest.approx({rec: rule["probability"] for rec, rule in shown.items()}, abs=1e-6)
+        pointer, _ = read_vw_pointer(store)
+        assert pointer is not None and pointer.examples == 12
+        # AND the next decision is made by that model
+        decision = json.loads(recommend.handler(event, LambdaContext())["body"])["recommendation_id"]
+        worker.drain()
+        with connect() as conn:
+            used = conn.execute("SELECT model_version FROM explorations WHERE recommendation_id = %s", [decision])
+            assert used.fetchone() == (pointer.version,)
+    finally:
+        store.delete_prefix("bandit/vw")
+        forget_process_state()
