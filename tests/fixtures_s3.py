@@ -13,6 +13,7 @@ import pytest
 
 from towerlight.config import get_settings
 from towerlight.store import ArtifactStore, open_store
+from towerlight.store.s3 import S3Store, s3_client
 from towerlight_offline.local.moto_server import ensure_bucket, env_for_endpoint, start_moto_server
 
 
@@ -52,8 +53,23 @@ def store_uri(file_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     get_settings.cache_clear()
 
 
-@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "file",
+        pytest.param("s3", marks=pytest.mark.integration),
+        pytest.param("s3-boto3", marks=pytest.mark.integration),
+    ]
+)
 def artifact_store(request: pytest.FixtureRequest) -> ArtifactStore:
-    """Each store implementation in turn, empty: the shared contract suites run against both."""
+    """Each store implementation in turn, empty: the shared contract suites run against all.
+
+    ``s3`` reads through ``towerlight.store.s3_reads`` (the environment holds moto's credentials);
+    ``s3-boto3`` is handed a boto3 client, which then does its reads too, as where no credentials are in
+    the environment.
+    """
+    if request.param == "s3-boto3":
+        store = open_store(request.getfixturevalue("s3_store"))
+        assert isinstance(store, S3Store)
+        return S3Store(store.bucket, store.prefix, client=s3_client())
     uri: str = request.getfixturevalue(f"{request.param}_store")
     return open_store(uri)

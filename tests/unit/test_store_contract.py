@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from towerlight.store import ArtifactNotFoundError, ArtifactStore, open_store
 from towerlight.store.base import CHUNK_BYTES
 from towerlight.store.local import LocalStore
 from towerlight.store.s3 import S3Store, s3_client
+from towerlight.store.versions import promote, publish_version
 
 
 def test_put_then_get_returns_the_bytes(artifact_store: ArtifactStore) -> None:
@@ -244,3 +247,25 @@ def test_s3_client_follows_the_standard_endpoint_and_region_variables(
     # AND WHEN only the general endpoint remains, a new client follows it
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     assert s3_client().meta.endpoint_url == "http://general.invalid:1"
+
+
+@pytest.mark.integration
+def test_reading_a_model_from_s3_never_imports_boto3(s3_store: str, tmp_path: Path) -> None:
+    # GIVEN a published version on the S3 endpoint, and credentials in the environment (as in Lambda)
+    store = open_store(s3_store)
+    (tmp_path / "items.hnsw").write_bytes(bytes(range(256)) * 5000)
+    publish_version(store, "v1", {"items.hnsw": tmp_path / "items.hnsw"}, {})
+    promote(store, "v1")
+    script = (
+        "import sys; from pathlib import Path; from towerlight.store import open_store, versions; "
+        f"store = open_store({s3_store!r}); "
+        "version = versions.current_version(store); "
+        f"model_dir, _ = versions.download_version(store, version, Path({str(tmp_path)!r}) / 'c', part_bytes=300_000); "
+        "print((model_dir / 'items.hnsw').stat().st_size, 'boto3' in sys.modules)"
+    )
+
+    # WHEN a fresh process reads CURRENT and downloads the version, in ranged parts
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+
+    # THEN the files arrive verified, and boto3 was never imported
+    assert done.stdout.split() == ["1280000", "False"]

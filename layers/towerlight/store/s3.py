@@ -5,24 +5,29 @@ botocore reads itself when the client is created; the region from ``AWS_REGION``
 Immutability and the pointer's compare-and-swap use S3 conditional writes (``If-None-Match: *`` and
 ``If-Match: <etag>`` on PutObject). moto 5.2.5 honours both in server mode (``moto/s3/responses.py``
 ``put_object``), so no client-side emulation is needed.
+
+Reads (``get_bytes``, ``get_with_etag``, ``read_range``: all that serving does) go through
+``towerlight.store.s3_reads`` when the environment holds the credentials, as in Lambda: boto3 is then
+never imported by a function that only reads its model, and its download starts ~0.25 s of CPU earlier.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.client
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from towerlight.config import region
 from towerlight.errors import ArtifactError, PointerConflictError, VersionExistsError
 from towerlight.store.base import CHUNK_BYTES, ArtifactNotFoundError, check_key, check_prefix
+from towerlight.store.s3_reads import ENVIRONMENT, S3Reader, reader_from_environment
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,9 @@ def s3_client() -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _client_for(region_name: str, endpoint: str | None) -> Any:
+    import boto3  # here: a function that only reads never imports it (see s3_reads)
+    from botocore.config import Config
+
     # `endpoint` is only part of the cache key: botocore resolves AWS_ENDPOINT_URL(_S3) on its own.
     # Path-style addressing for custom endpoints: "bucket.localhost" does not resolve everywhere.
     config = Config(
@@ -52,6 +60,17 @@ def _client_for(region_name: str, endpoint: str | None) -> Any:
     client = boto3.session.Session().client("s3", config=config)
     logger.debug("created S3 client", extra={"endpoint": client.meta.endpoint_url, "region": region_name})
     return client
+
+
+def s3_reader() -> S3Reader | None:
+    """The cached standard-library reader for the current environment, or None where boto3 must read."""
+    return _reader_for(tuple(os.environ.get(name) for name in ENVIRONMENT))
+
+
+@functools.lru_cache(maxsize=4)
+def _reader_for(settings: tuple[str | None, ...]) -> S3Reader | None:
+    # `settings` is only the cache key: a new reader when the credentials or endpoint change.
+    return reader_from_environment()
 
 
 def _error_code(exc: ClientError) -> str:
@@ -78,6 +97,10 @@ class S3Store:
     def client(self) -> Any:
         return self._client if self._client is not None else s3_client()
 
+    @property
+    def _reader(self) -> S3Reader | None:
+        return None if self._client is not None else s3_reader()
+
     def _key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -90,10 +113,26 @@ class S3Store:
             return ArtifactNotFoundError(f"artifact {key!r} not found in {self.uri}", {"key": key})
         return ArtifactError(f"cannot {action} artifact {key!r} in {self.uri}: {exc}", {"key": key})
 
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """``s3_reads``' errors, worded as the boto3 path words them."""
+        try:
+            yield
+        except ArtifactNotFoundError as exc:
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.uri}", {"key": key}) from exc
+        except ArtifactError as exc:
+            raise ArtifactError(f"cannot read artifact {key!r} in {self.uri}: {exc.message}", {"key": key}) from exc
+        except (OSError, http.client.HTTPException) as exc:  # the body broke off
+            raise ArtifactError(f"cannot read artifact {key!r} in {self.uri}: {exc}", {"key": key}) from exc
+
     def get_bytes(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        reader = self._reader
+        if reader is not None:
+            with self._reading(key):
+                return reader.read(self.bucket, self._key(key))
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return response["Body"].read(), response["ETag"]
@@ -189,6 +228,12 @@ class S3Store:
         extra = {}
         if start or length is not None:
             extra["Range"] = f"bytes={start}-{'' if length is None else start + length - 1}"
+        reader = self._reader
+        if reader is not None:
+            with self._reading(key), reader.get(self.bucket, self._key(key), extra.get("Range")) as response:
+                while chunk := response.read(CHUNK_BYTES):
+                    yield chunk
+            return
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"]
             try:

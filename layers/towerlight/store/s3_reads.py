@@ -1,0 +1,224 @@
+"""Signed S3 GETs on the standard library alone: how a cold Lambda starts its model download early.
+
+boto3 costs ~0.25 s of CPU and ~30 MB to import and build a client (it parses the S3 service model),
+all of it before the first byte of a model arrives. Reading an object needs none of that: one GET signed
+with Signature Version 4 (``sign``), sent by ``http.client``. ``S3Reader`` does only that, and only where
+it reads what boto3 would: credentials from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; Lambda sets them), the endpoint from
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else ``https://<bucket>.s3.<region>.amazonaws.com``.
+Anything else (profiles, SSO, FIPS or dual-stack endpoints, other partitions) returns no reader from
+``reader_from_environment`` and boto3 does the reads as it does the writes.
+
+Example::
+
+    >>> reader = reader_from_environment()
+    >>> with reader.get("my-bucket", "towerlight/models/CURRENT") as response:
+    ...     response.read()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import http.client
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+from towerlight.errors import ArtifactError
+from towerlight.store.base import ArtifactNotFoundError
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a GET (botocore signs it the same way)
+ATTEMPTS = 4  # as boto3's "standard" retries: connection errors, throttling and 5xx
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+TIMEOUT_SECONDS = 30.0
+_BUCKET_AS_HOST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: the TLS certificate covers it
+# Settings of boto3 this reader does not implement: with any of them set, boto3 reads.
+_UNSUPPORTED_SETTINGS = (
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",
+)
+# Every variable ``reader_from_environment`` reads (a cache of readers is keyed on their values).
+ENVIRONMENT = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CA_BUNDLE",
+    *_UNSUPPORTED_SETTINGS,
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+def sign(
+    credentials: Credentials,
+    region_name: str,
+    host: str,
+    path: str,
+    headers: Mapping[str, str],
+    now: datetime,
+) -> dict[str, str]:
+    """The headers of a signed ``GET host/path`` (SigV4, service s3): ``headers`` (signed too) plus
+    ``x-amz-date``, ``x-amz-content-sha256``, ``x-amz-security-token`` and ``Authorization``.
+
+    ``path`` is already URI-encoded. Matches botocore's ``S3SigV4Auth`` header for header
+    (tests/unit/test_s3_reads.py).
+
+    >>> sign(Credentials("AKID", "secret"), "us-east-1", "127.0.0.1:5000", "/b/k", {}, now)["Authorization"]
+    'AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-...'
+    """
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    day = stamp[:8]
+    signed = {name.lower(): " ".join(str(value).split()) for name, value in headers.items()}
+    signed.update({"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp})
+    if credentials.token:
+        signed["x-amz-security-token"] = credentials.token
+    names = sorted(signed)
+    canonical = "\n".join(
+        ["GET", path, "", *(f"{name}:{signed[name]}" for name in names), "", ";".join(names), EMPTY_SHA256]
+    )
+    scope = f"{day}/{region_name}/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = f"AWS4{credentials.secret_key}".encode()
+    for part in (day, region_name, "s3", "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
+    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return {**{n: v for n, v in signed.items() if n != "host"}, "Authorization": authorization}
+
+
+class S3Reader:
+    """Signed GETs of S3 objects over one keep-alive connection per thread.
+
+    ``endpoint`` is a custom S3 endpoint (path-style requests, as the boto3 client is configured for
+    one) or None for AWS itself (virtual-hosted style); ``ca_bundle`` the certificates TLS trusts
+    (``AWS_CA_BUNDLE``; default: the system's).
+    """
+
+    def __init__(
+        self, credentials: Credentials, region_name: str, endpoint: str | None = None, ca_bundle: str | None = None
+    ) -> None:
+        self.credentials = credentials
+        self.region = region_name
+        self.endpoint = urlsplit(endpoint) if endpoint else None
+        self.ca_bundle = ca_bundle
+        self._local = threading.local()
+
+    def _address(self, bucket: str, key: str) -> tuple[str, str, str]:
+        """(scheme, host[:port], encoded path) of ``bucket/key``."""
+        encoded = quote(key, safe="/~")
+        if self.endpoint is not None:
+            base = self.endpoint.path.rstrip("/")
+            return self.endpoint.scheme, self.endpoint.netloc, f"{base}/{quote(bucket, safe='')}/{encoded}"
+        if _BUCKET_AS_HOST.match(bucket):
+            return "https", f"{bucket}.s3.{self.region}.amazonaws.com", f"/{encoded}"
+        return "https", f"s3.{self.region}.amazonaws.com", f"/{quote(bucket, safe='')}/{encoded}"
+
+    def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
+        connections: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("by_host", {})
+        connection = connections.get((scheme, host))
+        if connection is None:
+            if scheme == "https":
+                import ssl  # only for AWS itself: a local endpoint needs no TLS setup
+
+                context = ssl.create_default_context(cafile=self.ca_bundle)
+                connection = http.client.HTTPSConnection(host, timeout=TIMEOUT_SECONDS, context=context)
+            else:
+                connection = http.client.HTTPConnection(host, timeout=TIMEOUT_SECONDS)
+            connections[(scheme, host)] = connection
+        return connection
+
+    @contextlib.contextmanager
+    def get(self, bucket: str, key: str, byte_range: str | None = None) -> Iterator[http.client.HTTPResponse]:
+        """The open response to ``GET bucket/key`` (status 200 or 206), retried on connection errors,
+        throttling and 5xx; ``ArtifactNotFoundError`` for a missing object, ``ArtifactError`` otherwise."""
+        scheme, host, path = self._address(bucket, key)
+        extra = {"Range": byte_range} if byte_range else {}
+        for attempt in range(ATTEMPTS):
+            connection = self._connection(scheme, host)
+            try:
+                headers = sign(self.credentials, self.region, host, path, extra, datetime.now(UTC))
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                if attempt + 1 == ATTEMPTS:
+                    raise ArtifactError(f"cannot read {key!r} from S3: {exc}", {"key": key}) from exc
+                _back_off(attempt)
+                continue
+            if response.status in (200, 206):
+                break
+            body = response.read()
+            if response.status in RETRY_STATUSES and attempt + 1 < ATTEMPTS:
+                _back_off(attempt)
+                continue
+            raise _error(key, response.status, body)
+        try:
+            yield response
+            if not response.isclosed():
+                connection.close()  # the body was not read to its end: the connection cannot be reused
+        except BaseException:
+            connection.close()
+            raise
+
+    def read(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """The whole object and its ETag (a body that breaks off raises ``OSError`` or ``HTTPException``)."""
+        with self.get(bucket, key) as response:
+            return response.read(), response.getheader("ETag", "")
+
+
+def _back_off(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.1 * 2**attempt))  # full jitter, as boto3's standard mode
+
+
+def _error(key: str, status: int, body: bytes) -> ArtifactError:
+    code = re.search(rb"<Code>([^<]*)</Code>", body)
+    message = re.search(rb"<Message>([^<]*)</Message>", body)
+    name = code.group(1).decode(errors="replace") if code else str(status)
+    if status == 404 or name == "NoSuchKey":
+        return ArtifactNotFoundError(f"artifact {key!r} not found", {"key": key})
+    detail = f": {message.group(1).decode(errors='replace')}" if message else ""
+    return ArtifactError(f"cannot read {key!r} from S3 ({status} {name}{detail})", {"key": key, "status": status})
+
+
+def reader_from_environment(environ: Mapping[str, str] | None = None) -> S3Reader | None:
+    """A reader when the environment alone says how to reach S3 (as in Lambda), else None (use boto3).
+
+    >>> reader_from_environment({"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"}).region
+    'us-east-1'
+    """
+    env = os.environ if environ is None else environ
+    access_key, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not access_key or not secret_key or any(env.get(name) for name in _UNSUPPORTED_SETTINGS):
+        return None
+    endpoint = None
+    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    region_name = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"  # as config.region()
+    if endpoint is None and not re.fullmatch(r"(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d", region_name):
+        return None  # China, GovCloud and other partitions have other host names
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        return None
+    credentials = Credentials(access_key, secret_key, env.get("AWS_SESSION_TOKEN") or None)
+    return S3Reader(credentials, region_name, endpoint, env.get("AWS_CA_BUNDLE") or None)
