@@ -51,6 +51,8 @@ def test_a_published_version_round_trips_and_its_index_ranks_as_exact_search(dow
     # THEN every item's embedding is its float16 vector, and the index holds each distinct vector once
     assert vectors.dtype == np.float16 and len(vectors) == manifest["index"]["vectors"]
     np.testing.assert_array_equal(tower.embeddings, vectors.astype(np.float32)[of_item])
+    assert tower.embeddings.table.dtype == np.float16  # held as published; widened per request, row by row
+    assert tower.embeddings[[0, 1]].dtype == np.float32
     # AND the centred index finds what exact search over the served embeddings finds, with the true scores
     queries = np.stack([tower.user_vector(h, None) for h in (["1", "50"], ["181"], [], ["96", "174", "172"])])
     found, scores = tower.retriever.search(queries, 10)
