@@ -46,10 +46,10 @@ class ContentIndex:
 
     terms: np.ndarray  # unicode [V]
     indptr: np.ndarray  # int64 [N + 1]
-    indices: np.ndarray  # int64 term ids
+    indices: np.ndarray  # int32 term ids (int32 like every row and term count: half the memory of int64)
     values: np.ndarray  # float32
     term_indptr: np.ndarray  # int64 [V + 1]: the rows holding term t are term_rows[term_indptr[t]:...]
-    term_rows: np.ndarray  # int64
+    term_rows: np.ndarray  # int32
     term_values: np.ndarray  # float32
 
     @classmethod
@@ -58,17 +58,17 @@ class ContentIndex:
         missing = [name for name in CONTENT_ARRAYS if name not in arrays]
         if missing:
             raise ArtifactError(f"content.npz of {version!r} lacks {missing}", {"file": "content.npz"})
-        if arrays["item_ids"].astype(str).tolist() != item_ids.tolist():
+        if not np.array_equal(arrays["item_ids"].astype(str), item_ids):
             raise ArtifactError(f"content.npz and items.npz of {version!r} list different items")
         terms = arrays["terms"].astype(str)
-        indptr = arrays["indptr"].astype(np.int64)
-        indices = arrays["indices"].astype(np.int64)
-        values = arrays["values"].astype(np.float32)
+        indptr = arrays["indptr"].astype(np.int64, copy=False)
+        indices = arrays["indices"].astype(np.int32, copy=False)
+        values = arrays["values"].astype(np.float32, copy=False)
         if len(indptr) != len(item_ids) + 1 or indptr[-1] != len(indices) or len(values) != len(indices):
             raise ArtifactError(f"content.npz of {version!r}: indptr, indices and values do not match")
-        if len(indices) and (indices.min() < 0 or indices.max() >= len(terms)):
+        if len(indices) and (arrays["indices"].min() < 0 or arrays["indices"].max() >= len(terms)):
             raise ArtifactError(f"content.npz of {version!r}: a term id is out of range")
-        rows = np.repeat(np.arange(len(item_ids), dtype=np.int64), np.diff(indptr))
+        rows = np.repeat(np.arange(len(item_ids), dtype=np.int32), np.diff(indptr))
         order = np.argsort(indices, kind="stable")  # stable: rows stay ascending within a term
         term_indptr = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum(np.bincount(indices, minlength=len(terms)), out=term_indptr[1:])
@@ -99,7 +99,7 @@ class ContentIndex:
         positions, owner = _segments(self.term_indptr, terms)
         rows, at = np.unique(self.term_rows[positions], return_inverse=True)
         scores = np.bincount(at, weights=self.term_values[positions] * profile[terms][owner], minlength=len(rows))
-        return rows, scores.astype(np.float32)
+        return rows.astype(np.int64), scores.astype(np.float32)
 
     def scores(self, profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine of each of ``rows`` with ``profile``, float32 [len(rows)]."""
