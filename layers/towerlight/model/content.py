@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,17 +41,25 @@ def _segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return positions, owner
 
 
+@dataclass(frozen=True)
+class _Postings:
+    """The transpose: the rows holding term t are ``rows[indptr[t]:indptr[t + 1]]``, ascending."""
+
+    indptr: np.ndarray  # int64 [V + 1]
+    rows: np.ndarray  # int32
+    values: np.ndarray  # float32
+
+
 @dataclass(frozen=True, eq=False)
 class ContentIndex:
-    """Item x term TF-IDF matrix (CSR) and its transpose (term postings), built once per version."""
+    """Item x term TF-IDF matrix (CSR), checked when a version loads; its transpose (term postings) is
+    built on the first ``score_all``, which only the content and hybrid strategies call: a cold start
+    serving two-tower requests never pays for it."""
 
     terms: np.ndarray  # unicode [V]
     indptr: np.ndarray  # int64 [N + 1]
     indices: np.ndarray  # int32 term ids (int32 like every row and term count: half the memory of int64)
     values: np.ndarray  # float32
-    term_indptr: np.ndarray  # int64 [V + 1]: the rows holding term t are term_rows[term_indptr[t]:...]
-    term_rows: np.ndarray  # int32
-    term_values: np.ndarray  # float32
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], item_ids: np.ndarray, version: str) -> ContentIndex:
@@ -68,11 +77,18 @@ class ContentIndex:
             raise ArtifactError(f"content.npz of {version!r}: indptr, indices and values do not match")
         if len(indices) and (arrays["indices"].min() < 0 or arrays["indices"].max() >= len(terms)):
             raise ArtifactError(f"content.npz of {version!r}: a term id is out of range")
-        rows = np.repeat(np.arange(len(item_ids), dtype=np.int32), np.diff(indptr))
-        order = np.argsort(indices, kind="stable")  # stable: rows stay ascending within a term
-        term_indptr = np.zeros(len(terms) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(indices, minlength=len(terms)), out=term_indptr[1:])
-        return cls(terms, indptr, indices, values, term_indptr, rows[order], values[order])
+        if np.any(np.diff(indptr) < 0):
+            raise ArtifactError(f"content.npz of {version!r}: indptr is not ascending")
+        return cls(terms, indptr, indices, values)
+
+    @functools.cached_property
+    def _postings(self) -> _Postings:
+        # Two threads may both build it on first use: the same arrays, one of them kept.
+        rows = np.repeat(np.arange(self.size, dtype=np.int32), np.diff(self.indptr))
+        order = np.argsort(self.indices, kind="stable")  # stable: rows stay ascending within a term
+        indptr = np.zeros(len(self.terms) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.indices, minlength=len(self.terms)), out=indptr[1:])
+        return _Postings(indptr, rows[order], self.values[order])
 
     @property
     def size(self) -> int:
@@ -96,9 +112,10 @@ class ContentIndex:
         terms = np.flatnonzero(profile)
         if len(terms) > max_terms:
             terms = terms[np.argpartition(-profile[terms], max_terms - 1)[:max_terms]]
-        positions, owner = _segments(self.term_indptr, terms)
-        rows, at = np.unique(self.term_rows[positions], return_inverse=True)
-        scores = np.bincount(at, weights=self.term_values[positions] * profile[terms][owner], minlength=len(rows))
+        postings = self._postings
+        positions, owner = _segments(postings.indptr, terms)
+        rows, at = np.unique(postings.rows[positions], return_inverse=True)
+        scores = np.bincount(at, weights=postings.values[positions] * profile[terms][owner], minlength=len(rows))
         return rows.astype(np.int64), scores.astype(np.float32)
 
     def scores(self, profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
