@@ -453,8 +453,9 @@ def test_the_process_prefetch_runs_only_in_a_lambda_init_that_keeps_threads(
     try:
         # WHEN a handler module asks for the prefetch, then finishes its init
         registry_module.prefetch()()
-        # THEN it starts only in an on-demand or provisioned-concurrency init
+        # THEN it starts only in an on-demand or provisioned-concurrency init, the one that waits for it
         assert calls == (["prefetch"] if prefetched else [])
+        assert (registry_module.init_wait_seconds() > 0) == prefetched
     finally:
         registry_module.reset()
         get_settings.cache_clear()

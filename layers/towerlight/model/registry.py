@@ -282,6 +282,15 @@ def get_registry() -> ModelRegistry:
     return _registry
 
 
+def init_wait_seconds() -> float:
+    """How long a Lambda init may wait for what a handler module starts at import (``INIT_WAIT_SECONDS``);
+    0 outside Lambda (tests, tools), under SnapStart, or when the environment cannot be read."""
+    try:
+        return INIT_WAIT_SECONDS.get(get_settings().lambda_initialization or "", 0.0)
+    except ConfigurationError:
+        return 0.0
+
+
 def prefetch() -> Callable[[], None]:
     """From a Lambda handler module at import: start loading the process's model during init.
 
@@ -297,12 +306,9 @@ def prefetch() -> Callable[[], None]:
     >>> finish = prefetch()  # at the top of functions/recommend/app.py, before the web framework
     >>> finish()             # at its end
     """
-    thread, wait = None, 0.0
-    try:
-        wait = INIT_WAIT_SECONDS.get(get_settings().lambda_initialization or "", 0.0)
+    thread, wait = None, init_wait_seconds()
+    with contextlib.suppress(ConfigurationError):
         thread = get_registry().prefetch() if wait else None
-    except ConfigurationError:
-        pass
     deadline = time.monotonic() + wait
 
     def finish() -> None:
