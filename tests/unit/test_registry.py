@@ -6,6 +6,7 @@ fake loader so these tests need no ONNX model, and the clock is a settable numbe
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -449,13 +450,26 @@ def test_the_process_prefetch_runs_only_in_a_lambda_init_that_keeps_threads(
     get_settings.cache_clear()
     calls: list[str] = []
     registry_module.reset(ModelRegistry(store_uri, tmp_path / "cache", REFRESH, loader=Loader(), clock=Clock()))
-    monkeypatch.setattr(ModelRegistry, "prefetch", lambda self: calls.append("prefetch"))
+
+    def prefetch(self: ModelRegistry) -> threading.Thread:
+        calls.append("prefetch")
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread
+
+    monkeypatch.setattr(ModelRegistry, "prefetch", prefetch)
+    default = sys.getswitchinterval()
     try:
-        # WHEN a handler module asks for the prefetch, then finishes its init
-        registry_module.prefetch()()
+        # WHEN a handler module asks for the prefetch, imports the rest, then finishes its init
+        finish = registry_module.prefetch()
+        while_importing = sys.getswitchinterval()
+        finish()
         # THEN it starts only in an on-demand or provisioned-concurrency init, the one that waits for it
         assert calls == (["prefetch"] if prefetched else [])
         assert (registry_module.init_wait_seconds() > 0) == prefetched
+        # AND meanwhile the GIL changes hands often enough for the download threads to keep up
+        assert while_importing == (registry_module.INIT_SWITCH_INTERVAL if prefetched else default)
+        assert sys.getswitchinterval() == default
     finally:
         registry_module.reset()
         get_settings.cache_clear()

@@ -29,6 +29,7 @@ import contextlib
 import gc
 import logging
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,10 @@ NO_MODEL_RECHECK_SECONDS = 5.0
 # on-demand init may last 10 s, a provisioned-concurrency one 130 s (requests only come after it). Not
 # under SnapStart, whose snapshot would freeze the thread mid-download.
 INIT_WAIT_SECONDS = {"on-demand": 8.0, "provisioned-concurrency": 120.0}
+# The GIL switch interval while the handler module imports beside the download (Python's default: 5 ms).
+# Every socket read, write and hash of a download thread gives up the GIL and waits to take it back
+# from the importing thread: at 5 ms a wait, the imports held the download to a crawl.
+INIT_SWITCH_INTERVAL = 0.0005
 
 
 def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBundle:
@@ -310,10 +315,14 @@ def prefetch() -> Callable[[], None]:
     with contextlib.suppress(ConfigurationError):
         thread = get_registry().prefetch() if wait else None
     deadline = time.monotonic() + wait
+    switch_interval = sys.getswitchinterval()
+    if thread is not None:
+        sys.setswitchinterval(INIT_SWITCH_INTERVAL)
 
     def finish() -> None:
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
+            sys.setswitchinterval(switch_interval)
 
     return finish
 
