@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from towerlight.errors import ArtifactError
 from towerlight.store.base import ArtifactNotFoundError
-from towerlight.store.s3_reads import Credentials, S3Reader, reader_from_environment, sign
+from towerlight.store.s3_reads import ATTEMPTS, Credentials, S3Reader, reader_from_environment, sign
 
 NOW = datetime(2026, 11, 30, 14, 5, 9, tzinfo=UTC)
 
@@ -113,3 +114,16 @@ def test_missing_objects_and_refusals_raise_artifact_errors(scripted: tuple[Thre
         reader.read("bucket", "models/CURRENT")
     with pytest.raises(ArtifactError, match="403 AccessDenied: Access Denied"):
         reader.read("bucket", "models/CURRENT")
+
+
+def test_an_endpoint_that_does_not_answer_fails_after_the_retries() -> None:
+    # GIVEN an endpoint where nothing listens
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = S3Reader(Credentials("AKID", "secret"), "us-east-1", f"http://127.0.0.1:{port}")
+
+    # WHEN an object is read, THEN each attempt backs off and the last failure is an ArtifactError
+    with mock.patch("towerlight.store.s3_reads._back_off") as back_off, pytest.raises(ArtifactError, match="refused"):
+        reader.read("bucket", "models/CURRENT")
+    assert back_off.call_count == ATTEMPTS - 1

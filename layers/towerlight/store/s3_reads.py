@@ -38,7 +38,8 @@ from towerlight.store.base import ArtifactNotFoundError
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a GET (botocore signs it the same way)
 ATTEMPTS = 4  # as boto3's "standard" retries: connection errors, throttling and 5xx
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 5.0  # as the boto3 client's
+READ_TIMEOUT_SECONDS = 60.0
 _BUCKET_AS_HOST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: the TLS certificate covers it
 # Settings of boto3 this reader does not implement: with any of them set, boto3 reads.
 _UNSUPPORTED_SETTINGS = (
@@ -143,9 +144,9 @@ class S3Reader:
                 import ssl  # only for AWS itself: a local endpoint needs no TLS setup
 
                 context = ssl.create_default_context(cafile=self.ca_bundle)
-                connection = http.client.HTTPSConnection(host, timeout=TIMEOUT_SECONDS, context=context)
+                connection = http.client.HTTPSConnection(host, timeout=CONNECT_TIMEOUT_SECONDS, context=context)
             else:
-                connection = http.client.HTTPConnection(host, timeout=TIMEOUT_SECONDS)
+                connection = http.client.HTTPConnection(host, timeout=CONNECT_TIMEOUT_SECONDS)
             connections[(scheme, host)] = connection
         return connection
 
@@ -157,7 +158,11 @@ class S3Reader:
         extra = {"Range": byte_range} if byte_range else {}
         for attempt in range(ATTEMPTS):
             connection = self._connection(scheme, host)
+            reused = connection.sock is not None
             try:
+                if not reused:
+                    connection.connect()  # with the connect timeout; then the longer one for reads
+                    connection.sock.settimeout(READ_TIMEOUT_SECONDS)
                 headers = sign(self.credentials, self.region, host, path, extra, datetime.now(UTC))
                 connection.request("GET", path, headers=headers)
                 response = connection.getresponse()
@@ -165,7 +170,8 @@ class S3Reader:
                 connection.close()
                 if attempt + 1 == ATTEMPTS:
                     raise ArtifactError(f"cannot read {key!r} from S3: {exc}", {"key": key}) from exc
-                _back_off(attempt)
+                if not reused:  # a kept-alive connection the server has since closed: retry at once
+                    _back_off(attempt)
                 continue
             if response.status in (200, 206):
                 break
