@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from towerlight.bandit.arms import ArmStats
-from towerlight.bandit.policy import BANDIT_ENV, ThompsonAuto, auto_policy
+from towerlight.bandit.policy import BANDIT_ENV, REFRESH_ENV, ThompsonAuto, auto_policy
 from towerlight.bandit.state import BanditState
 from towerlight.bandit.thompson import ThompsonSampling
 from towerlight.errors import ConfigurationError
@@ -54,4 +54,15 @@ def test_the_bandit_is_configured_by_its_arms(monkeypatch: pytest.MonkeyPatch) -
     assert auto_policy().state.policy.strategies == ("two_tower", "popularity")  # type: ignore[attr-defined]
     monkeypatch.setenv(BANDIT_ENV, "two_tower,random")
     with pytest.raises(ConfigurationError, match="random"):
+        auto_policy()
+
+
+def test_the_counters_are_reused_for_the_configured_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BANDIT_ENV, "two_tower,popularity")
+    monkeypatch.delenv(REFRESH_ENV, raising=False)
+    assert auto_policy().state.ttl == 30.0  # type: ignore[attr-defined]
+    monkeypatch.setenv(REFRESH_ENV, "0")  # every request reads them (the simulator, which ingests in steps)
+    assert auto_policy().state.ttl == 0.0  # type: ignore[attr-defined]
+    monkeypatch.setenv(REFRESH_ENV, "-1")
+    with pytest.raises(ConfigurationError):
         auto_policy()

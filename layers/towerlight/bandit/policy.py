@@ -1,7 +1,8 @@
 """recommend's ``auto`` chosen by the strategy bandit: Thompson sampling per segment, behind ``StrategyPolicy``.
 
 On when ``TOWERLIGHT_BANDIT_STRATEGIES`` names the arms (e.g. ``two_tower,content,popularity``); else
-``auto`` keeps ``BestAvailable``. A user is offered only the arms their model and history can serve (a
+``auto`` keeps ``BestAvailable``. ``TOWERLIGHT_BANDIT_REFRESH_SECONDS`` (default 30) is how long the arm
+counters read from Postgres are reused. A user is offered only the arms their model and history can serve (a
 user without history: popularity alone, propensity 1), and the propensity returned is the probability
 the choice was made with among those arms: what the impression logs for off-policy evaluation.
 
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from towerlight.bandit.state import BanditState, user_segment
+from towerlight.bandit.state import DEFAULT_TTL_SECONDS, BanditState, user_segment
 from towerlight.bandit.thompson import ThompsonSampling
+from towerlight.config import env_number
 from towerlight.errors import ConfigurationError
 from towerlight.recommend.strategies import BestAvailable, StrategyChoice, StrategyPolicy, UserContext
 
 BANDIT_ENV = "TOWERLIGHT_BANDIT_STRATEGIES"
+REFRESH_ENV = "TOWERLIGHT_BANDIT_REFRESH_SECONDS"
 ARMS = ("two_tower", "content", "popularity")
 
 
@@ -57,4 +60,5 @@ def auto_policy() -> StrategyPolicy:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown or not arms:
         raise ConfigurationError(f"{BANDIT_ENV}: {unknown or raw!r} not among the arms {list(ARMS)}")
-    return ThompsonAuto(BanditState(ThompsonSampling(arms)))
+    ttl = env_number(REFRESH_ENV, DEFAULT_TTL_SECONDS, 0.0)
+    return ThompsonAuto(BanditState(ThompsonSampling(arms), ttl=ttl))

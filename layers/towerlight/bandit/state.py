@@ -30,6 +30,8 @@ from towerlight.errors import ConfigurationError, DatabaseUnavailableError
 logger = logging.getLogger(__name__)
 
 _DATABASE_ERRORS = (DatabaseUnavailableError, ConfigurationError, psycopg.Error)
+# How long counters read from Postgres are reused: ingest moves them every batch, a request needs a recent view.
+DEFAULT_TTL_SECONDS = 30.0
 
 
 def user_segment(history_length: int) -> str:
@@ -56,7 +58,7 @@ class BanditState:
         policy: ThompsonSampling,
         read: Callable[[], list[ArmStats]] = read_arms_shared,
         *,
-        ttl: float = 30.0,
+        ttl: float = DEFAULT_TTL_SECONDS,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
