@@ -42,6 +42,7 @@ class LocalStack:
     """What a benchmark runs against: a fresh migrated schema, and an S3 store when one was asked for."""
 
     database_url: str  # selects the benchmark's own schema through search_path
+    server_url: str  # the same server without the schema (for more schemas: ``fresh_schema``)
     postgres: str  # "embedded (pgserver, <dir>)" or "DATABASE_URL"
     postgres_settings: dict[str, str]
     store_uri: str | None = None
@@ -91,7 +92,7 @@ def local_stack(*, s3_bucket: str | None = None) -> Iterator[LocalStack]:
     stack inside the block and are restored after it.
     """
     from towerlight_offline.local.moto_server import ensure_bucket, env_for_endpoint, start_moto_server
-    from towerlight_offline.local.postgres import start_embedded_postgres, with_search_path
+    from towerlight_offline.local.postgres import start_embedded_postgres
 
     with contextlib.ExitStack() as stack:
         scratch = Path(tempfile.mkdtemp(prefix="towerlight-bench-"))
@@ -102,14 +103,9 @@ def local_stack(*, s3_bucket: str | None = None) -> Iterator[LocalStack]:
             server, server_url = start_embedded_postgres(scratch / "pg", cleanup_mode="delete")
             stack.callback(server.cleanup)
             postgres = f"embedded (pgserver, {scratch / 'pg'})"
-        schema = f"towerlight_bench_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'CREATE SCHEMA "{schema}"'.encode())
             settings = {name: str(admin.execute(f"SHOW {name}".encode()).fetchone()[0]) for name in PG_SETTINGS}
-        stack.callback(_drop_schema, server_url, schema)
-        url = with_search_path(server_url, schema)
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
+        url, schema = stack.enter_context(fresh_schema(server_url))
         stack.enter_context(patched_environ({"DATABASE_URL": url}))
         store_uri = endpoint = None
         if s3_bucket is not None:
@@ -118,7 +114,27 @@ def local_stack(*, s3_bucket: str | None = None) -> Iterator[LocalStack]:
             store_uri = f"s3://{s3_bucket}/{schema}"
             stack.enter_context(patched_environ({**env_for_endpoint(endpoint), "TOWERLIGHT_STORE": store_uri}))
             ensure_bucket(s3_bucket, endpoint_url=endpoint)
-        yield LocalStack(url, postgres, settings, store_uri, endpoint, scratch)
+        yield LocalStack(url, server_url, postgres, settings, store_uri, endpoint, scratch)
+
+
+@contextlib.contextmanager
+def fresh_schema(server_url: str, prefix: str = "towerlight_bench") -> Iterator[tuple[str, str]]:
+    """A new migrated schema ``<prefix>_<hex>`` on ``server_url``, dropped after the block.
+
+    Yields the URL that selects it (through ``search_path``) and its name.
+    """
+    from towerlight_offline.local.postgres import with_search_path
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"'.encode())
+    try:
+        url = with_search_path(server_url, schema)
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        yield url, schema
+    finally:
+        _drop_schema(server_url, schema)
 
 
 def _drop_schema(server_url: str, schema: str) -> None:

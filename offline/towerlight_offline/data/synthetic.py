@@ -152,7 +152,8 @@ class _PopularitySampler:
 
 def _items(
     rng: np.random.Generator, n_items: int, n_categories: int, popularity_exponent: float
-) -> tuple[pd.DataFrame, _PopularitySampler]:
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Items frame, primary category and popularity weight of each item."""
     names = np.array(category_names(n_categories), dtype=object)
     category_mass = np.arange(1, n_categories + 1, dtype=float) ** -0.6
     primary = rng.choice(n_categories, size=n_items, p=category_mass / category_mass.sum())
@@ -187,7 +188,7 @@ def _items(
             "active": np.ones(n_items, dtype=bool),
         }
     )
-    return frame, _PopularitySampler.build(primary, popularity, n_categories)
+    return frame, primary, popularity
 
 
 def _users(
@@ -223,6 +224,16 @@ def _event_kinds(rng: np.random.Generator, explore: np.ndarray) -> np.ndarray:
     return (draw >= view_cut).astype(np.int8) + (draw >= click_cut).astype(np.int8)
 
 
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """The latent state the data was generated from, indexed like the dataset's users and items frames."""
+
+    favourites: np.ndarray  # (n_users, 3) category indices; the first ``n_favourites`` of each row count
+    n_favourites: np.ndarray  # (n_users,) 1-3
+    primary: np.ndarray  # (n_items,) primary category index
+    popularity: np.ndarray  # (n_items,) the sampling weight, rank ** -popularity_exponent
+
+
 def synthetic_dataset(
     n_users: int,
     n_items: int,
@@ -243,10 +254,32 @@ def synthetic_dataset(
         >>> synthetic_dataset(100, 500, 2_000, n_categories=10).interactions["event_type"].unique().tolist()
         ['view', 'click', 'purchase']
     """
+    return synthetic_data(n_users, n_items, n_events, n_categories, seed, popularity_exponent=popularity_exponent)[0]
+
+
+def synthetic_data(
+    n_users: int,
+    n_items: int,
+    n_events: int,
+    n_categories: int = 50,
+    seed: int = 0,
+    *,
+    popularity_exponent: float = 0.9,
+) -> tuple[Dataset, SyntheticTruth]:
+    """``synthetic_dataset`` and the truth behind it: each user's favourite categories, each item's category
+    and popularity (what a simulator needs to know users' true preferences).
+
+    Example::
+
+        >>> data, truth = synthetic_data(100, 500, 2_000, n_categories=10)
+        >>> truth.favourites.shape, truth.primary.shape
+        ((100, 3), (500,))
+    """
     if min(n_users, n_items, n_categories) < 1 or n_events < 0:
         raise ValueError("n_users, n_items and n_categories must be >= 1, n_events >= 0")
     rng = np.random.default_rng(seed)
-    items, sampler = _items(rng, n_items, n_categories, popularity_exponent)
+    items, primary, popularity = _items(rng, n_items, n_categories, popularity_exponent)
+    sampler = _PopularitySampler.build(primary, popularity, n_categories)
     users, favourites, n_favourites, joined = _users(rng, n_users, sampler)
 
     counts = _sample_counts(rng, n_users, n_events)
@@ -266,4 +299,4 @@ def synthetic_dataset(
     )
     dataset = Dataset("synthetic", interactions, items, users)
     logger.info("generated %s", dataset.summary())
-    return dataset
+    return dataset, SyntheticTruth(favourites, n_favourites, primary, popularity)
