@@ -40,12 +40,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import pandas as pd
@@ -201,18 +201,21 @@ class _Warm:
     process: dict[str, Any]  # the cold start and peak RSS of the process that ran the warm benchmark
 
 
-def request_event(template: dict[str, Any], user_id: str, k: int, number: int) -> dict[str, Any]:
-    """An API Gateway HTTP API (v2) event for ``GET /recommendations/{user_id}?k=<k>``.
+def request_event(
+    template: dict[str, Any], user_id: str, k: int, number: int, query: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (v2) event for ``GET /recommendations/{user_id}?k=<k>`` (plus ``query``).
 
-    >>> request_event(_FALLBACK_EVENT, "u7", 10, 1)["rawPath"]
-    '/recommendations/u7'
+    >>> request_event(_FALLBACK_EVENT, "u7", 10, 1, {"strategy": "content"})["rawQueryString"]
+    'k=10&strategy=content'
     """
     event = copy.deepcopy(template)
     path = f"/recommendations/{quote(user_id, safe='')}"
+    parameters = {"k": str(k), **(query or {})}
     event["rawPath"] = path
     event["pathParameters"] = {"user_id": user_id}
-    event["rawQueryString"] = f"k={k}"
-    event["queryStringParameters"] = {"k": str(k)}
+    event["rawQueryString"] = urlencode(parameters)
+    event["queryStringParameters"] = parameters
     context = event.setdefault("requestContext", {})
     context.setdefault("http", {})["path"] = path
     context["requestId"] = f"bench-{number}"
@@ -220,7 +223,8 @@ def request_event(template: dict[str, Any], user_id: str, k: int, number: int) -
     return event
 
 
-def _template() -> dict[str, Any]:
+def recommend_event_template() -> dict[str, Any]:
+    """``events/recommend_get.json`` (a built-in copy of its shape when the checkout has no events/)."""
     path = project_root() / "events" / "recommend_get.json"
     try:
         return dict(json.loads(path.read_text()))
@@ -235,7 +239,7 @@ class _Processes:
         self.config = config
         self.users = model.users
         self.scratch = scratch
-        self.template = _template()
+        self.template = recommend_event_template()
         self.app = project_root() / "functions" / "recommend" / "app.py"
         # The function's own variables from template.yaml (MALLOC_ARENA_MAX...), as Lambda sets them.
         self.function_env = read_function_config(project_root() / "template.yaml", "recommend").environment

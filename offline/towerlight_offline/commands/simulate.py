@@ -1,79 +1,101 @@
-"""``towerlight simulate``: the strategy bandit against synthetic users whose click rates are known.
+"""``towerlight simulate``: the real handlers against synthetic users whose true preferences are known.
 
-Runs in a schema of its own (created, migrated, dropped), on ``DATABASE_URL`` or the embedded Postgres.
+Runs on a local stack (moto's S3 and SQS server; ``DATABASE_URL`` or an embedded Postgres, a schema per
+policy, dropped afterwards) and writes ``simulation.md``, ``.json`` and ``.png`` into ``--out``.
 
 Example::
 
-    towerlight simulate --rounds 5000 --refresh 100
+    towerlight simulate --rounds 20000 --out simulation
+    towerlight simulate --rounds 2000 --policy thompson --policy 'greedy:TOWERLIGHT_BANDIT_STRATEGIES=two_tower'
 """
 
 from __future__ import annotations
 
 import argparse
-import uuid
-from dataclasses import asdict
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from towerlight.db.connection import connect
-from towerlight.db.migrate import migrate
 from towerlight_offline import console
-from towerlight_offline.local.postgres import ensure_database_url, with_search_path
-from towerlight_offline.simulate import DEFAULT_WORLD, SimulationResult, simulate
+from towerlight_offline.simulate.report import done_when, write_report
+from towerlight_offline.simulate.run import Policy, SimulationConfig
+from towerlight_offline.simulate.simulation import BUILT_IN_POLICIES, run_simulation
+from towerlight_offline.simulate.stack import ModelConfig
+from towerlight_offline.simulate.world import WorldConfig
+
+POLICY_HELP = (
+    f"a built-in policy ({', '.join(BUILT_IN_POLICIES)}) or NAME:VAR=VALUE[,VAR=VALUE...]: recommend's auto "
+    "under those environment variables (repeatable; default: every built-in one)"
+)
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("simulate", help="run the strategy bandit against synthetic users (known click rates)")
-    parser.add_argument("--rounds", type=int, default=5000, help="requests to simulate (default 5000)")
-    parser.add_argument("--refresh", type=int, default=100, help="requests between counter reads (default 100)")
-    parser.add_argument("--exploration", type=float, default=0.05, help="uniform share of traffic (default 0.05)")
+    parser = sub.add_parser("simulate", help="drive the handlers with synthetic users of known preferences")
+    run, world, model = SimulationConfig(), WorldConfig(), ModelConfig()
+    parser.add_argument("--rounds", type=int, default=run.rounds, help=f"requests per policy (default {run.rounds})")
+    parser.add_argument("--policy", action="append", metavar="SPEC", help=POLICY_HELP)
+    parser.add_argument("--k", type=int, default=run.k, help=f"items per request (default {run.k})")
+    parser.add_argument("--warm-users", type=int, default=run.warm_users, help="simulated users with history")
+    parser.add_argument("--cold-users", type=int, default=run.cold_users, help="simulated users never seen before")
+    parser.add_argument("--drain-every", type=int, default=run.drain_every, help="rounds between ingest runs")
+    parser.add_argument("--duplicate-rate", type=float, default=run.duplicate_rate, help="track calls sent twice")
+    parser.add_argument("--users", type=int, default=world.users, help="users of the synthetic training data")
+    parser.add_argument("--items", type=int, default=world.items, help="items of the synthetic catalogue")
+    parser.add_argument("--events", type=int, default=world.events, help="events of the synthetic training data")
+    parser.add_argument("--favourite", type=float, default=world.favourite, help="logit of a favourite category")
+    parser.add_argument("--quality", type=float, default=world.quality, help="std of the hidden item quality logit")
+    parser.add_argument("--no-position-bias", action="store_true", help="every rank is examined")
+    parser.add_argument("--epochs", type=int, default=model.epochs, help="two-tower training epochs")
+    parser.add_argument("--ranker", action="store_true", help="train and serve the ranker too (slower)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--out", type=Path, default=Path("simulation"), help="report directory (default simulation)")
     parser.set_defaults(func=_simulate)
 
 
+def parse_policy(spec: str) -> Policy:
+    """``thompson`` (built in) or ``name:VAR=VALUE,VAR=VALUE``.
+
+    >>> parse_policy("greedy:TOWERLIGHT_BANDIT_STRATEGIES=two_tower").env
+    {'TOWERLIGHT_BANDIT_STRATEGIES': 'two_tower'}
+    """
+    if spec in BUILT_IN_POLICIES:
+        return BUILT_IN_POLICIES[spec]
+    name, sep, assignments = spec.partition(":")
+    pairs = [a.partition("=") for a in assignments.split(",") if a.strip()]
+    if not sep or not name or not pairs or any(not key or not eq for key, eq, _ in pairs):
+        raise argparse.ArgumentTypeError(f"--policy {spec!r}: not a built-in policy nor NAME:VAR=VALUE[,VAR=VALUE]")
+    return Policy(name, {key.strip(): value.strip() for key, _, value in pairs}, assignments)
+
+
 def _simulate(args: argparse.Namespace) -> int:
-    url = ensure_database_url()
-    schema = f"towerlight_sim_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"'.encode())
     try:
-        with connect(url=with_search_path(url, schema)) as conn:
-            migrate(conn)
-            result = simulate(
-                conn,
-                DEFAULT_WORLD,
-                rounds=args.rounds,
-                refresh=args.refresh,
-                exploration=args.exploration,
-                seed=args.seed,
-            )
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE'.encode())
-    _report(result, as_json=args.json)
-    return 0
-
-
-def _report(result: SimulationResult, *, as_json: bool) -> None:
-    if as_json:
-        console.print_json(
-            asdict(result)
-            | {"ope": {s: {"truth": t, "estimates": [asdict(e) for e in es]} for s, (t, es) in result.ope.items()}}
-        )
-        return
-    best_fixed = max(result.fixed_reward, key=result.fixed_reward.__getitem__)
-    console.say(
-        f"{result.rounds} rounds: Thompson earned {result.thompson_reward:.1f} ({result.thompson_expected:.1f} "
-        f"expected; best fixed, {best_fixed}: {result.fixed_reward[best_fixed]:.1f}); regret against each "
-        f"segment's best {result.regret:.1f}; last 10% of rounds on the best strategy: {result.best_share_last:.1%}; "
-        f"80% reached after {result.rounds_to_80 or 'never'} rounds"
+        policies = [parse_policy(p) for p in args.policy or BUILT_IN_POLICIES]
+    except argparse.ArgumentTypeError as exc:
+        console.error(str(exc))
+        return 2
+    config = SimulationConfig(
+        rounds=args.rounds,
+        k=args.k,
+        warm_users=args.warm_users,
+        cold_users=args.cold_users,
+        drain_every=args.drain_every,
+        duplicate_rate=args.duplicate_rate,
+        seed=args.seed,
     )
-    rows = []
-    for strategy, (truth, estimates) in result.ope.items():
-        for e in estimates:
-            rows.append(
-                [strategy, truth, e.estimator, e.value, e.low, e.high, "yes" if e.low <= truth <= e.high else "NO"]
-            )
-    console.say(console.table(["always", "true value", "estimator", "estimate", "95% low", "high", "covers"], rows))
+    world = WorldConfig(
+        users=args.users,
+        items=args.items,
+        events=args.events,
+        favourite=args.favourite,
+        quality=args.quality,
+        position_bias=not args.no_position_bias,
+        seed=args.seed,
+    )
+    model = ModelConfig(epochs=args.epochs, ranker=args.ranker, seed=args.seed)
+    result = run_simulation(config, policies, world, model, say=console.say)
+    command = "towerlight " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else "towerlight simulate"
+    paths = write_report(result, args.out, command=command)
+    console.say(console.table(["claim", "met", "figure"], [[c, m, f] for c, m, f in done_when(result)]))
+    console.say("written: " + ", ".join(str(p) for p in paths))
+    return 0
