@@ -68,6 +68,8 @@ def test_policies_are_built_in_or_environment_assignments() -> None:
         "greedy",
         {"TOWERLIGHT_BANDIT_STRATEGIES": "two_tower", "TOWERLIGHT_EXPERIMENT": ""},
     )
-    for bad in ("nothing", "name:", ":A=1", "name:novalue"):
+    pair = parse_policy("pair:TOWERLIGHT_BANDIT_STRATEGIES=content,popularity,MODEL_REFRESH_SECONDS=1")
+    assert dict(pair.env) == {"TOWERLIGHT_BANDIT_STRATEGIES": "content,popularity", "MODEL_REFRESH_SECONDS": "1"}
+    for bad in ("nothing", "name:", ":A=1", "name:novalue", "name:lower=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_policy(bad)

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from towerlight_offline.simulate.simulation import BUILT_IN_POLICIES, run_simula
 from towerlight_offline.simulate.stack import ModelConfig
 from towerlight_offline.simulate.world import WorldConfig
 
+_VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]*")
 POLICY_HELP = (
     f"a built-in policy ({', '.join(BUILT_IN_POLICIES)}) or NAME:VAR=VALUE[,VAR=VALUE...]: recommend's auto "
     "under those environment variables (repeatable; default: every built-in one)"
@@ -54,18 +56,30 @@ def register(sub: Any) -> None:
 
 
 def parse_policy(spec: str) -> Policy:
-    """``thompson`` (built in) or ``name:VAR=VALUE,VAR=VALUE``.
+    """``thompson`` (built in) or ``name:VAR=VALUE,VAR=VALUE`` (a value may hold commas: a part that does not
+    start with ``NAME=`` continues the previous value).
 
-    >>> parse_policy("greedy:TOWERLIGHT_BANDIT_STRATEGIES=two_tower").env
-    {'TOWERLIGHT_BANDIT_STRATEGIES': 'two_tower'}
+    >>> parse_policy("pair:TOWERLIGHT_BANDIT_STRATEGIES=content,popularity,MODEL_REFRESH_SECONDS=1").env
+    {'TOWERLIGHT_BANDIT_STRATEGIES': 'content,popularity', 'MODEL_REFRESH_SECONDS': '1'}
     """
     if spec in BUILT_IN_POLICIES:
         return BUILT_IN_POLICIES[spec]
-    name, sep, assignments = spec.partition(":")
-    pairs = [a.partition("=") for a in assignments.split(",") if a.strip()]
-    if not sep or not name or not pairs or any(not key or not eq for key, eq, _ in pairs):
+    name, _, assignments = spec.partition(":")
+    env: dict[str, str] = {}
+    last = None
+    for part in assignments.split(","):
+        key, eq, value = part.partition("=")
+        if eq and _VARIABLE.fullmatch(key.strip()):
+            last = key.strip()
+            env[last] = value.strip()
+        elif last is not None:
+            env[last] += "," + part.strip()
+        else:
+            env = {}
+            break
+    if not name or not env:
         raise argparse.ArgumentTypeError(f"--policy {spec!r}: not a built-in policy nor NAME:VAR=VALUE[,VAR=VALUE]")
-    return Policy(name, {key.strip(): value.strip() for key, _, value in pairs}, assignments)
+    return Policy(name, env, assignments)
 
 
 def _simulate(args: argparse.Namespace) -> int:

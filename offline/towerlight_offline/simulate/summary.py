@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from towerlight.bandit.policy import BANDIT_ENV
 from towerlight.bandit.ope import LoggedDecisions, evaluate_policy
+from towerlight.bandit.policy import BANDIT_ENV
 from towerlight_offline.simulate.run import FIXED_STRATEGIES, Policy, PolicyTrace
 
 WINDOW = 500  # warm requests in the sliding window of the bandit's share on its best arm
