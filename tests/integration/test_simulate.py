@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from towerlight.bandit.policy import BANDIT_ENV
 from towerlight_offline.cli import main
 
 pytestmark = pytest.mark.integration
@@ -17,14 +18,16 @@ ROUNDS = 400
 
 @pytest.fixture(scope="module")
 def report(session_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One small simulation of the Thompson policy (about a minute: training, then the rounds), in schemas
-    of its own on the session's database."""
+    """One small simulation (a minute or two: training, then the rounds), in schemas of its own on the
+    session's database: Thompson sampling between content and popularity, in a world where users care a
+    lot about their favourite categories (what content finds), so one arm is clearly best."""
     out = tmp_path_factory.mktemp("simulation")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATABASE_URL", session_database_url)
-        argv = ["simulate", "--rounds", str(ROUNDS), "--policy", "thompson", "--users", "600", "--items", "300",
-                "--events", "15000", "--epochs", "2", "--warm-users", "80", "--cold-users", "20",
-                "--drain-every", "10", "--duplicate-rate", "0.3", "--out", str(out)]  # fmt: skip
+        argv = ["simulate", "--rounds", str(ROUNDS), "--policy", f"pair:{BANDIT_ENV}=content,popularity",
+                "--favourite", "3", "--users", "600", "--items", "300", "--events", "15000", "--epochs", "2",
+                "--warm-users", "80", "--cold-users", "10", "--drain-every", "10", "--duplicate-rate", "0.3",
+                "--out", str(out)]  # fmt: skip
         assert main(argv) == 0
     assert {p.name for p in out.iterdir()} == {"simulation.md", "simulation.json", "simulation.png"}
     return json.loads((out / "simulation.json").read_text())
@@ -56,17 +59,20 @@ def test_each_response_is_the_list_its_strategy_shows_and_no_better_than_the_ora
 def test_thompson_moves_warm_traffic_to_the_arm_of_highest_true_value(report: dict[str, Any]) -> None:
     bandit = report["policies"][0]["bandit"]
     truths = bandit["true_values"]
-    assert bandit["best"] == max(truths, key=truths.get)
+    # GIVEN two arms whose true values differ by a lot (about 0.35 vs 0.25 per request in earlier runs)
+    assert bandit["best"] == max(truths, key=truths.get) == "content"
+    assert truths["content"] - truths["popularity"] > 0.03
+    # THEN the later warm requests mostly went to it (earlier runs: about 80% from the second quarter on;
+    # 5% of traffic stays uniform exploration)
     quarters = bandit["share_by_quarter"]
-    assert quarters[-1] > quarters[0] and quarters[-1] > 1 / len(truths)
+    assert min(quarters[2:]) >= 0.6, quarters
 
 
 def test_off_policy_estimates_are_near_the_true_values(report: dict[str, Any]) -> None:
     rows = report["policies"][0]["ope"]
     assert {(r["strategy"], r["estimator"]) for r in rows} == {
-        (s, e) for s in ("two_tower", "content", "popularity") for e in ("ips", "snips", "dr")
+        (s, e) for s in ("content", "popularity") for e in ("ips", "snips", "dr")
     }
     # the most played arm has the most logged support: each estimate within two interval widths of the truth
-    best = report["policies"][0]["bandit"]["best"]
-    for row in (r for r in rows if r["strategy"] == best):
+    for row in (r for r in rows if r["strategy"] == "content"):
         assert abs(row["value"] - row["truth"]) <= 2 * (row["high"] - row["low"]), row

@@ -136,6 +136,11 @@ def _bandit_section(s: PolicySummary) -> list[str]:
             + ", ".join(f"{a} {v:.4f}" for a, v in b.true_values.items())
             + f". Best: {b.best}. {s.same_as_fixed} of {s.rounds} responses equal that strategy's own list.",
         ]
+        if s.best_fixed not in b.arms:
+            lines.append(
+                f"The best fixed strategy over all requests, {s.best_fixed}, is not one of the bandit's arms "
+                f"({', '.join(b.arms)}): the bandit cannot choose it."
+            )
     if s.ope:
         lines += [
             "",

@@ -63,7 +63,7 @@ class SimulationConfig:
     history: int = 50  # past events of each warm user in Postgres at the start
     drain_every: int = 20  # rounds between two drains of the queue into ingest
     duplicate_rate: float = 0.05  # share of click batches the client sends twice
-    progress_every: int = 1000
+    progress_every: int = 500
     seed: int = 0
 
 

@@ -89,7 +89,7 @@ def run_simulation(
         say(f"model {version} trained and published in {seconds['train']:.0f} s")
         for policy in policies:
             say(f"policy {policy.name}: {config.rounds:,} rounds ({policy.description or dict(policy.env)})")
-            with policy_environment(stack, history, policy.env, stack.scratch) as functions:
+            with policy_environment(stack, history, policy.env) as functions:
                 trace = run_policy(world, functions, policy, users, seen, config, say)
             traces.append(trace)
             summaries.append(summarize(trace, policy, config.seed))

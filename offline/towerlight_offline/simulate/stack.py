@@ -13,7 +13,7 @@ Example::
     >>> with local_stack(s3_bucket="towerlight-sim") as stack:
     ...     version = publish_model(world, stack.store_uri, ModelConfig())
     ...     env = {"TOWERLIGHT_BANDIT_STRATEGIES": "two_tower,popularity"}
-    ...     with policy_environment(stack, history_rows(world, users, 50), env, stack.scratch) as functions:
+    ...     with policy_environment(stack, history_rows(world, users, 50), env) as functions:
     ...         functions.recommend("u7", k=10)["strategy"]
     'two_tower'
 """
@@ -24,10 +24,9 @@ import contextlib
 import copy
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from towerlight.config import get_settings
@@ -50,7 +49,9 @@ class ModelConfig:
     seed: int = 0
 
 
-def publish_model(world: SimulatedWorld, store_uri: str, config: ModelConfig, say: Any = None) -> str:
+def publish_model(
+    world: SimulatedWorld, store_uri: str, config: ModelConfig, say: Callable[[str], None] | None = None
+) -> str:
     """Train on ``world.dataset`` with ``run_training``, publish and promote into ``store_uri``; the version."""
     from towerlight_offline.model.train import TwoTowerParams
     from towerlight_offline.pipeline import TrainConfig, run_training
@@ -132,7 +133,7 @@ def history_rows(world: SimulatedWorld, users: Sequence[str], per_user: int) -> 
 
 @contextlib.contextmanager
 def policy_environment(
-    stack: LocalStack, history: Sequence[EventRow], env: Mapping[str, str | None], scratch: Path
+    stack: LocalStack, history: Sequence[EventRow], env: Mapping[str, str | None]
 ) -> Iterator[Functions]:
     """A fresh schema with ``history`` stored, a fresh queue, and ``env`` set.
 
@@ -148,7 +149,7 @@ def policy_environment(
             **lambda_env(),
             "DATABASE_URL": url,
             "EVENTS_QUEUE_URL": queue_url,
-            "TOWERLIGHT_CACHE_DIR": str(scratch / "model-cache"),
+            "TOWERLIGHT_CACHE_DIR": str(stack.scratch / "model-cache"),
             "TOWERLIGHT_BANDIT_REFRESH_SECONDS": "0",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             **env,
