@@ -126,6 +126,13 @@ def _bandit_section(s: PolicySummary) -> list[str]:
             [[c.name, c.expected, c.stored, _yes(c.ok)] for c in s.checks],
         )
     )
+    if s.item_decisions:
+        lines += [
+            "",
+            f"Item exploration: {s.item_decisions} decisions stored, {s.item_decisions_explored} of them "
+            f"not the model's best, {s.item_models_used} learned VW model versions used (before the first: "
+            "epsilon-greedy around the ranking).",
+        ]
     if s.bandit is not None:
         b = s.bandit
         lines += [

@@ -234,6 +234,9 @@ def _read_back(trace: PolicyTrace, since: datetime, until: datetime) -> None:
             " FROM events WHERE ts >= %s",
             [CLICK, since],
         ).fetchone()
+        explored = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT greedy), count(DISTINCT model_version) FROM explorations"
+        ).fetchone()
         trace.logged = logged_decisions(conn, since, until)
     trace.stored = {
         "arms": [
@@ -246,4 +249,7 @@ def _read_back(trace: PolicyTrace, since: datetime, until: datetime) -> None:
         "impressions_reward_sum": float(reward_sum),
         "click_events": clicks,
         "attributed_events": attributed,
+        "item_decisions": explored[0],  # VW item exploration: decisions stored, of them explored, models used
+        "item_decisions_explored": explored[1],
+        "item_models_used": explored[2],
     }  # fmt: skip

@@ -31,7 +31,20 @@ THOMPSON = Policy(
     {"TOWERLIGHT_BANDIT_STRATEGIES": "two_tower,content,popularity"},
     "auto: Thompson sampling over two_tower, content, popularity per segment (5% uniform exploration)",
 )
-BUILT_IN_POLICIES = {policy.name: policy for policy in (THOMPSON,)}
+VW = Policy(
+    "vw",
+    {
+        "TOWERLIGHT_EXPLORATION_EPSILON": "0.1",
+        # learned at every drain: a decision's clicks are drained with it, and a model version is read
+        # within a second (live defaults: decisions wait 600 s, one pass a minute, models re-read every 60 s)
+        "TOWERLIGHT_EXPLORATION_WINDOW_SECONDS": "0",
+        "TOWERLIGHT_EXPLORATION_LEARN_SECONDS": "0",
+        "MODEL_REFRESH_SECONDS": "1",
+    },
+    "auto: the best available strategy, its first slot chosen by Vowpal Wabbit (cb_explore_adf, epsilon 0.1) "
+    "among the top 10, learned by ingest from every drained batch",
+)
+BUILT_IN_POLICIES = {policy.name: policy for policy in (THOMPSON, VW)}
 
 
 @dataclass

@@ -86,6 +86,9 @@ class PolicySummary:
     same_as_fixed: int  # rounds whose list equals what that strategy alone showed (bandit policies: all)
     clicks: int  # unique click events sent through track
     retried: int  # of them, sent a second time
+    item_decisions: int  # VW item exploration's decisions stored by ingest (0 when off)
+    item_decisions_explored: int  # of them, not the model's best action
+    item_models_used: int  # distinct VW model versions that decided (learned online)
     checks: list[Check] = field(default_factory=list)
     bandit: BanditShare | None = None
     ope: list[OpeRow] = field(default_factory=list)
@@ -126,6 +129,9 @@ def summarize(trace: PolicyTrace, policy: Policy, seed: int = 0) -> PolicySummar
         same_as_fixed=trace.same_as_fixed,
         clicks=trace.clicks,
         retried=trace.retried,
+        item_decisions=trace.stored["item_decisions"],
+        item_decisions_explored=trace.stored["item_decisions_explored"],
+        item_models_used=trace.stored["item_models_used"],
         checks=accounting_checks(trace),
     )
     arms = tuple(s.strip() for s in (policy.env.get(BANDIT_ENV) or "").split(",") if s.strip())
