@@ -6,9 +6,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from towerlight.db.promotions import Promotion
 from towerlight.model.registry import load_version
-from towerlight.recommend.service import RecommendationService, RecommendQuery, UserSignals
+from towerlight.recommend.service import RecommendationService, RecommendQuery, UserSignals, user_context
+from towerlight.recommend.strategies import DEFAULT_HYBRID_WEIGHTS, RankedScorer, scorer_for
 from towerlight.store import open_store
 
 HISTORY = ("1", "71", "95", "588", "99", "418")  # Toy Story, Lion King, Aladdin, Beauty and the Beast, ...
@@ -62,3 +65,24 @@ def test_rank_agrees_with_the_recommendation_order(trained_model: tuple[str, dic
     # THEN they come back in the recommendation order, the unknown one last without a score
     assert [i.item_id for i in result.items] == [*recommended, "no-such-item"]
     assert result.items[-1].score is None
+
+
+def test_ranker_scores_do_not_depend_on_how_rows_are_asked_for(
+    trained_model: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    # GIVEN a user's ranked scorer, and the ranker applied directly to a batch of rows
+    store_uri, manifest = trained_model
+    bundle = load_version(open_store(store_uri), manifest["version"], tmp_path)
+    user = OneUser().user("42", 200, attributes=False)
+    context = user_context(bundle, user, "two_tower", {"two_tower"})
+    scorer = scorer_for(context, "two_tower", DEFAULT_HYBRID_WEIGHTS, 50)
+    assert isinstance(scorer, RankedScorer)
+    rows = np.array([40, 7, 300, 12, 7, 99])
+    direct = bundle.ranking.rescore(scorer._user, context.now, rows, scorer.retrieval.scores(rows))[0]
+    # WHEN the scorer is asked in overlapping pieces (repeats, rows seen before, new ones, in another order)
+    first = scorer.scores(rows[:3])
+    second = scorer.scores(rows[::-1])
+    # THEN every row gets the score the ranker gives it, wherever and however often it is asked for
+    np.testing.assert_array_equal(first, direct[:3].astype(np.float32))
+    np.testing.assert_array_equal(second, direct[::-1].astype(np.float32))
+    assert scorer.scores(np.array([], dtype=np.int64)).shape == (0,)

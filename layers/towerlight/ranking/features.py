@@ -109,65 +109,70 @@ class UserHistory:
         return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 
 
-def _gather(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR entries of ``rows`` and, for each, the position in ``rows`` it belongs to."""
-    starts, stops = offsets[rows], offsets[rows + 1]
-    lengths = stops - starts
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    index = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
-    return values[index], owner
+@dataclass(frozen=True, slots=True)
+class _Entries:
+    """The CSR entries of some rows: where each sits in the values array, whose it is, and how many each has."""
 
+    index: np.ndarray  # positions in the CSR values array, row after row
+    owner: np.ndarray  # for each entry, the position in ``rows`` it belongs to
+    lengths: np.ndarray  # entries of each row
 
-def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """``values`` of sorted unique ``keys`` at ``wanted`` (0 where a key is absent)."""
-    if not len(keys):
-        return np.zeros(len(wanted), dtype=np.float32)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[at] == wanted, values[at], 0.0).astype(np.float32)
+    @classmethod
+    def of(cls, offsets: np.ndarray, rows: np.ndarray) -> _Entries:
+        starts = offsets[rows]
+        lengths = offsets[rows + 1] - starts
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        # entry j of row i sits at starts[i] + j, j = its position overall minus the entries before row i
+        index = np.arange(len(owner)) + (starts - (np.cumsum(lengths) - lengths))[owner]
+        return cls(index, owner, lengths)
 
 
 def _knn(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(sum / len(recent), max, last-item) item-kNN cosine of each candidate to the recent rows."""
-    zeros = np.zeros(len(candidates), dtype=np.float32)
-    neighbours, owner = _gather(tables.neighbour_offsets, tables.neighbour_rows, recent)
-    if not len(neighbours):  # no history, or recent items nobody else had
+    """(sum / len(recent), max, last-item) item-kNN cosine of each candidate to the recent rows.
+
+    Only the neighbour entries that are candidates matter: each is placed by a binary search among the
+    sorted candidates, and sums run over the entries in their CSR order (the same sums, bit for bit,
+    whichever other candidates are scored alongside).
+    """
+    n = len(candidates)
+    zeros = np.zeros(n, dtype=np.float32)
+    entries = _Entries.of(tables.neighbour_offsets, recent)
+    if not len(entries.index):  # no history, or recent items nobody else had
         return zeros, zeros, zeros
-    scores = _gather(tables.neighbour_offsets, tables.neighbour_scores, recent)[0]
-    keys, inverse = np.unique(neighbours, return_inverse=True)
-    total = np.bincount(inverse, weights=scores, minlength=len(keys))
-    grouped = np.argsort(inverse, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(inverse[grouped]) != 0])
-    best = np.maximum.reduceat(scores[grouped], starts)  # ufunc.at is ~10x slower at this size
-    last = owner == 0
-    last_keys = neighbours[last]
-    order = np.argsort(last_keys)
-    return (
-        _lookup(keys, total / len(recent), candidates),
-        _lookup(keys, best, candidates),
-        _lookup(last_keys[order], scores[last][order], candidates),
-    )
+    order = np.argsort(candidates, kind="stable")
+    ranked = candidates[order]
+    at = np.minimum(np.searchsorted(ranked, tables.neighbour_rows[entries.index]), n - 1)
+    hit = ranked[at] == tables.neighbour_rows[entries.index]
+    at, scores, owner = at[hit], tables.neighbour_scores[entries.index[hit]], entries.owner[hit]
+    total = np.bincount(at, weights=scores, minlength=n) / len(recent)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(best, at, scores)
+    last = np.zeros(n, dtype=np.float32)
+    last[at[owner == 0]] = scores[owner == 0]
+    # a repeated candidate reads the first of its copies in ``ranked``, where the entries were counted
+    back = np.searchsorted(ranked, candidates)
+    return total[back].astype(np.float32), np.where(np.isneginf(best), 0.0, best)[back].astype(np.float32), last[back]
 
 
-def _jaccard_with(offsets: np.ndarray, codes: np.ndarray, item: int, candidates: np.ndarray) -> np.ndarray:
-    """Jaccard similarity of each candidate's code set with ``item``'s (0 when both are empty)."""
-    mine = np.unique(codes[offsets[item] : offsets[item + 1]])
-    theirs, owner = _gather(offsets, codes, candidates)
-    sizes = (offsets[candidates + 1] - offsets[candidates]).astype(np.float64)
-    common = np.bincount(owner[np.isin(theirs, mine)], minlength=len(candidates))
-    union = sizes + len(mine) - common
-    return np.divide(common, union, out=np.zeros(len(candidates)), where=union > 0).astype(np.float32)
+def _jaccard_with(mine: np.ndarray, theirs: np.ndarray, entries: _Entries) -> np.ndarray:
+    """Jaccard similarity of each candidate's code set (``theirs``, laid out by ``entries``) with the set
+    ``mine`` (0 when both are empty)."""
+    mine = np.unique(mine)
+    shared = (theirs[:, None] == mine).any(axis=1)  # ``mine`` is one item's few codes: cheaper than np.isin
+    common = np.bincount(entries.owner[shared], minlength=len(entries.lengths))
+    union = entries.lengths + len(mine) - common
+    return np.divide(common, union, out=np.zeros(len(union)), where=union > 0).astype(np.float32)
 
 
-def _category_affinity(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    if not len(recent):
-        return np.zeros(len(candidates), dtype=np.float32)
-    mine = _gather(tables.category_offsets, tables.category_codes, recent)[0]
-    width = int(max(mine.max(initial=-1), tables.category_codes.max(initial=-1))) + 1
-    share = np.bincount(mine, minlength=width) / len(recent)
-    theirs, owner = _gather(tables.category_offsets, tables.category_codes, candidates)
-    counts = np.bincount(owner, minlength=len(candidates))
-    sums = np.bincount(owner, weights=share[theirs], minlength=len(candidates))
-    return np.divide(sums, counts, out=np.zeros(len(candidates)), where=counts > 0).astype(np.float32)
+def _category_affinity(mine: np.ndarray, n_recent: int, theirs: np.ndarray, entries: _Entries) -> np.ndarray:
+    """Mean share of the ``n_recent`` recent items (whose codes are ``mine``) in each candidate's categories."""
+    if not n_recent:
+        return np.zeros(len(entries.lengths), dtype=np.float32)
+    width = int(max(mine.max(initial=-1), theirs.max(initial=-1))) + 1
+    share = np.bincount(mine, minlength=width) / n_recent
+    sums = np.bincount(entries.owner, weights=share[theirs], minlength=len(entries.lengths))
+    counts = entries.lengths
+    return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0).astype(np.float32)
 
 
 def candidate_features(
@@ -200,11 +205,17 @@ def candidate_features(
     out[:, 5] = tables.trend[candidates]
     age_days = (now - tables.first_seen[candidates]) / 86_400.0
     out[:, 6] = np.log1p(np.clip(np.nan_to_num(age_days, nan=0.0), 0.0, None))
-    out[:, 7] = _category_affinity(tables, recent, candidates)
+    categories = _Entries.of(tables.category_offsets, candidates)  # read by two features
+    theirs = tables.category_codes[categories.index]
+    mine = tables.category_codes[_Entries.of(tables.category_offsets, recent).index]
+    out[:, 7] = _category_affinity(mine, len(recent), theirs, categories)
     out[:, 8] = np.log1p(min(len(history.rows), HISTORY_CAP))
     if len(history.rows):
         out[:, 9] = np.log1p(max(now - float(history.times[0]), 0.0) / 3_600.0)
-        last = int(history.rows[0])
-        out[:, 10] = _jaccard_with(tables.category_offsets, tables.category_codes, last, candidates)
-        out[:, 11] = _jaccard_with(tables.title_offsets, tables.title_codes, last, candidates)
+        last = history.rows[:1]
+        last_categories = tables.category_codes[_Entries.of(tables.category_offsets, last).index]
+        out[:, 10] = _jaccard_with(last_categories, theirs, categories)
+        titles = _Entries.of(tables.title_offsets, candidates)
+        last_titles = tables.title_codes[_Entries.of(tables.title_offsets, last).index]
+        out[:, 11] = _jaccard_with(last_titles, tables.title_codes[titles.index], titles)
     return out

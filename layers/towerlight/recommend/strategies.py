@@ -214,34 +214,70 @@ def history_rows(catalogue: Catalogue, history: Sequence[str], times: Sequence[f
     return rows, np.fromiter((t for _, t in known), dtype=np.float64, count=len(known))
 
 
+@dataclass(frozen=True, slots=True)
+class _Rescored:
+    """Ranker scores and feature rows of distinct catalogue rows, sorted by row for binary-search lookups."""
+
+    rows: np.ndarray  # int64, ascending, distinct
+    scores: np.ndarray  # float64
+    x: np.ndarray  # float32 [rows, features]
+
+    @classmethod
+    def empty(cls, width: int) -> _Rescored:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, width), dtype=np.float32))
+
+    def holds(self, rows: np.ndarray) -> np.ndarray:
+        if not len(self.rows):
+            return np.zeros(len(rows), dtype=bool)
+        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+        return self.rows[at] == rows
+
+    def plus(self, rows: np.ndarray, scores: np.ndarray, x: np.ndarray) -> _Rescored:
+        """These and the distinct ``rows`` none of these holds."""
+        rows, scores, x = np.r_[self.rows, rows], np.r_[self.scores, scores], np.concatenate([self.x, x])
+        order = np.argsort(rows, kind="stable")
+        return _Rescored(rows[order], scores[order], x[order])
+
+
+def _distinct(rows: np.ndarray) -> np.ndarray:
+    """``rows`` without repeats, in the order of their first appearance."""
+    first = np.unique(rows, return_index=True)[1]
+    return rows[np.sort(first)]
+
+
 @dataclass
 class RankedScorer:
     """``two_tower`` with the version's ranker: the tower's top-C (at least ``fetch``) re-scored by it.
 
-    Ranker features depend only on (user, item), so ``scores`` serves any rows (``/rank`` lists too).
+    Ranker features depend only on (user, item), so ``scores`` serves any rows (``/rank`` lists too), and
+    each row is computed once per request (at the context's ``now``): the page and its explanations
+    re-read what the candidates computed, by binary search over arrays.
     """
 
     retrieval: TwoTowerScorer
     ranking: RankingModel
     name: str = "two_tower"
-    _cache: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
+    _user: UserHistory = field(init=False, repr=False)
+    _known: _Rescored = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        context = self.retrieval.context
+        known = context.history_times
+        times = known if known is not None else np.full(len(context.history), context.now)
+        self._user = UserHistory(context.history, times)
+        self._known = _Rescored.empty(len(self.ranking.ranker.features))
 
     def _rescore(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ranker scores and features of ``rows``; each row is computed once per request (they depend
-        on the user and the item only), so the page re-reads what the candidates computed."""
-        cache = self._cache
-        fresh = np.asarray([r for r in dict.fromkeys(rows.tolist()) if r not in cache], dtype=np.int64)
+        """Ranker scores (float64) and feature rows of ``rows``, computing only the rows not seen before."""
+        fresh = rows[~self._known.holds(rows)]
         if len(fresh):
-            context = self.retrieval.context
-            known = context.history_times
-            times = known if known is not None else np.full(len(context.history), context.now)
+            fresh = _distinct(fresh)
             scores, x = self.ranking.rescore(
-                UserHistory(context.history, times), context.now, fresh, self.retrieval.scores(fresh)
+                self._user, self.retrieval.context.now, fresh, self.retrieval.scores(fresh)
             )
-            cache.update(zip(fresh.tolist(), zip(scores.tolist(), x, strict=True), strict=True))
-        width = len(self.ranking.ranker.features)
-        x = np.stack([cache[r][1] for r in rows.tolist()]) if len(rows) else np.zeros((0, width), np.float32)
-        return np.fromiter((cache[r][0] for r in rows.tolist()), np.float64, count=len(rows)), x
+            self._known = self._known.plus(fresh, scores, x)
+        at = np.searchsorted(self._known.rows, rows)
+        return self._known.scores[at], self._known.x[at]
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         return self._rescore(rows)[0].astype(np.float32)
