@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from towerlight import artifacts
+from towerlight.config import DEFAULT_CANDIDATES
 from towerlight.features import ItemRecord, stable_hash, title_words
 from towerlight.ranking.features import FEATURE_NAMES, RankingTables, UserHistory, candidate_features
 from towerlight.ranking.model import LinearRanker, Ranker, TreeRanker
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 class RankerParams:
     """How candidates, tables and the two models are built; stored in the manifest."""
 
-    candidates: int = 200  # two-tower top-C re-scored (serving's TOWERLIGHT_CANDIDATES default)
+    candidates: int = DEFAULT_CANDIDATES  # two-tower top-C re-scored, as serving does by default
     neighbours: int = 50  # item-kNN neighbours kept per item in the published table
     trend_days: float = 30.0
     max_users: int | None = 20_000  # training users sampled (seeded) to bound the training set

@@ -35,7 +35,7 @@ import numpy as np
 import psycopg
 
 from towerlight.bandit.state import user_segment
-from towerlight.config import env_number, get_settings
+from towerlight.config import DEFAULT_CANDIDATES, env_number, get_settings
 from towerlight.db import connection as db_connection
 from towerlight.db.catalog import inactive_items
 from towerlight.db.events import history_and_removed
@@ -319,7 +319,7 @@ class RecommendationService:
         model: Callable[[], ModelBundle],
         signals: SignalSource,
         *,
-        candidates: int = 200,
+        candidates: int = DEFAULT_CANDIDATES,
         lookback: int = SEEN_LOOKBACK,
         policy: StrategyPolicy | None = None,
         weights: HybridWeights = DEFAULT_HYBRID_WEIGHTS,

@@ -50,6 +50,7 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import pandas as pd
 
+from towerlight.config import DEFAULT_CANDIDATES
 from towerlight.db.connection import connect
 from towerlight.db.events import EventRow, insert_events
 from towerlight_offline.bench import LocalStack, lambda_env, local_stack, patched_environ
@@ -72,7 +73,7 @@ Say = Callable[[str], None]
 BUCKET = "towerlight-bench"
 BLOCK = 100  # requests per alternating block of the two paths
 COMPONENT_SAMPLES = 500
-CANDIDATES = 200  # what the service asks the retriever for (TOWERLIGHT_CANDIDATES default)
+CANDIDATES = DEFAULT_CANDIDATES  # what the service asks the retriever for
 P50_TARGET_MS, P99_TARGET_MS, COLD_TARGET_MS, RSS_TARGET_MB = 2.0, 5.0, 1000.0, 300.0
 _FALLBACK_EVENT: dict[str, Any] = {
     "version": "2.0",
