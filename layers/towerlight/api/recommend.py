@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.metrics import MetricUnit
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from towerlight.api.base import create_app
@@ -26,13 +26,12 @@ from towerlight.config import get_settings
 from towerlight.impressions import send_impressions
 from towerlight.recommend.schemas import (
     ERROR_RESPONSES,
-    STRATEGY_HELP,
-    WEIGHTS_HELP,
+    MAX_K,
     RankRequest,
     RankResponse,
+    RecommendationsParams,
     RecommendationsResponse,
     SimilarItemsResponse,
-    Strategy,
     hybrid_weights,
     rank_items,
     split_values,
@@ -41,8 +40,6 @@ from towerlight.recommend.service import Recommendations, RecommendationService,
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
-
-MAX_K = 100
 
 
 def _record(metrics: Metrics | None, route: str, started: float, model_version: str, fallbacks: Sequence[str]) -> None:
@@ -82,40 +79,30 @@ def create_recommend_app(
         response_model=RecommendationsResponse,
         responses=ERROR_RESPONSES,
         tags=["recommendations"],
+        openapi_extra={"parameters": RecommendationsParams.openapi_parameters()},
     )
     async def recommendations(
-        user_id: Annotated[str, Path(min_length=1, max_length=256)],
-        k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 10,
-        strategy: Annotated[Strategy, Query(description=STRATEGY_HELP)] = "auto",
-        weights: Annotated[str | None, Query(max_length=200, description=WEIGHTS_HELP)] = None,
-        exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
-        exclude: Annotated[list[str], Query(description="item ids (repeat or comma-separate)")] = [],  # noqa: B006
-        category: Annotated[list[str], Query(description="only items in one of these categories")] = [],  # noqa: B006
-        exclude_category: Annotated[list[str], Query(description="no items in these categories")] = [],  # noqa: B006
-        strict: Annotated[bool, Query(description="always exactly k items, back-filled")] = False,
-        max_per_category: Annotated[
-            int | None, Query(ge=1, le=MAX_K, description="at most this many items of any one category")
-        ] = None,
-        explain: Annotated[bool, Query(description="per item reasons: retrieval, ranker, rules")] = False,
+        user_id: Annotated[str, Path(min_length=1, max_length=256)], request: Request
     ) -> JSONResponse:
         started = time.perf_counter()
+        params = RecommendationsParams.from_query(request.query_params)
         query = RecommendQuery(
-            k=k,
-            strategy=strategy,
-            exclude_seen=exclude_seen,
-            exclude=split_values(exclude, name="exclude"),
-            categories=split_values(category, name="category"),
-            exclude_categories=split_values(exclude_category, name="exclude_category"),
-            strict=strict,
-            weights=hybrid_weights(strategy, weights),
-            max_per_category=max_per_category,
-            explain=explain,
+            k=params.k,
+            strategy=params.strategy,
+            exclude_seen=params.exclude_seen,
+            exclude=split_values(params.exclude, name="exclude"),
+            categories=split_values(params.category, name="category"),
+            exclude_categories=split_values(params.exclude_category, name="exclude_category"),
+            strict=params.strict,
+            weights=hybrid_weights(params.strategy, params.weights),
+            max_per_category=params.max_per_category,
+            explain=params.explain,
         )
         recommender = service()
         result = recommender.recommend(user_id, query)
         # Only the service's own decisions (not a caller's explicit strategy), and only when something
         # learns from them: sending costs the request a round trip to SQS.
-        if strategy == "auto" and recommender.learns_online:
+        if params.strategy == "auto" and recommender.learns_online:
             _log_impression(metrics, result)
         _record(metrics, "recommendations", started, result.model_version, result.fallbacks)
         return JSONResponse(result.to_json())

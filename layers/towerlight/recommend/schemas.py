@@ -14,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.datastructures import QueryParams
 
 from towerlight.errors import PayloadTooLargeError, ValidationError
 from towerlight.recommend.strategies import HybridWeights
 
 Strategy = Literal["auto", "two_tower", "popularity", "content", "hybrid"]
 ServedStrategy = Literal["two_tower", "popularity", "content", "hybrid"]
+MAX_K = 100  # items one page may hold
 MAX_LIST_VALUES = 500  # exclude ids / categories in one request
 MAX_RANK_ITEMS = 500  # items one POST /rank may order (more is a 413)
 STRATEGY_HELP = (
@@ -28,6 +32,54 @@ STRATEGY_HELP = (
     "hybrid: weighted sum of the others' normalised scores"
 )
 WEIGHTS_HELP = "hybrid weights, e.g. two_tower:0.6,content:0.25,popularity:0.15 (the default)"
+
+
+class RecommendationsParams(BaseModel):
+    """The query string of ``GET /recommendations/{user_id}``, validated in one pydantic call.
+
+    FastAPI's own solving of ten declared query parameters cost about 0.12 ms a request (a third of the
+    web layer's share); the route reads them here instead, and its OpenAPI parameters come from this model.
+    """
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description="number of items")
+    strategy: Strategy = Field(default="auto", description=STRATEGY_HELP)
+    weights: str | None = Field(default=None, max_length=200, description=WEIGHTS_HELP)
+    exclude_seen: bool = Field(default=True, description="leave out items the user interacted with")
+    exclude: list[str] = Field(default=[], description="item ids (repeat or comma-separate)")
+    category: list[str] = Field(default=[], description="only items in one of these categories")
+    exclude_category: list[str] = Field(default=[], description="no items in these categories")
+    strict: bool = Field(default=False, description="always exactly k items, back-filled")
+    max_per_category: int | None = Field(
+        default=None, ge=1, le=MAX_K, description="at most this many items of any one category"
+    )
+    explain: bool = Field(default=False, description="per item reasons: retrieval, ranker, rules")
+
+    @classmethod
+    def from_query(cls, query: QueryParams) -> RecommendationsParams:
+        """The parameters of a query string: a list takes every value of its name, a scalar the last one, and
+        unknown names are ignored, as FastAPI does. A ``RequestValidationError`` (the 422 contract) locates
+        each problem at ``query.<name>``."""
+        raw = {
+            name: query.getlist(name) if name in _LIST_PARAMS else query[name]
+            for name in cls.model_fields
+            if name in query
+        }
+        try:
+            return cls.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+
+    @classmethod
+    def openapi_parameters(cls) -> list[dict[str, object]]:
+        """The OpenAPI ``parameters`` entries of these query parameters."""
+        properties = cls.model_json_schema()["properties"]
+        return [
+            {"name": name, "in": "query", "required": False, "schema": schema, "description": schema["description"]}
+            for name, schema in properties.items()
+        ]
+
+
+_LIST_PARAMS = frozenset(name for name, f in RecommendationsParams.model_fields.items() if f.annotation == list[str])
 
 
 class Because(BaseModel):
