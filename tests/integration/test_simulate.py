@@ -20,11 +20,12 @@ ROUNDS = 400
 def report(session_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small simulation (a minute or two: training, then the rounds), in schemas of its own on the
     session's database: Thompson sampling between content and popularity, in a world where users care a
-    lot about their favourite categories (what content finds), so one arm is clearly best."""
+    lot about their favourite categories (what content finds), so one arm is clearly best; then VW."""
     out = tmp_path_factory.mktemp("simulation")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATABASE_URL", session_database_url)
         argv = ["simulate", "--rounds", str(ROUNDS), "--policy", f"pair:{BANDIT_ENV}=content,popularity",
+                "--policy", "vw",
                 "--favourite", "3", "--users", "600", "--items", "300", "--events", "15000", "--epochs", "2",
                 "--warm-users", "80", "--cold-users", "10", "--drain-every", "10", "--duplicate-rate", "0.3",
                 "--out", str(out)]  # fmt: skip
@@ -36,7 +37,7 @@ def report(session_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
 def test_postgres_holds_exactly_what_the_simulated_users_did(report: dict[str, Any]) -> None:
     # GIVEN clicks sent through track (30% of calls twice), impressions sent by recommend, both drained
     # through ingest every 10 rounds
-    (policy,) = report["policies"]
+    policy = report["policies"][0]
     assert policy["rounds"] == ROUNDS and policy["retried"] > 0
     # THEN each click is stored once, each request's impression once with the reward its clicks earned,
     # and the bandit counters add up to exactly those impressions and rewards, per segment and arm
@@ -49,7 +50,7 @@ def test_postgres_holds_exactly_what_the_simulated_users_did(report: dict[str, A
 
 
 def test_each_response_is_the_list_its_strategy_shows_and_no_better_than_the_oracle(report: dict[str, Any]) -> None:
-    (policy,) = report["policies"]
+    policy = report["policies"][0]
     # the bandit only chooses the strategy: the items are those the fixed strategy shows at that moment
     assert policy["same_as_fixed"] == ROUNDS
     assert policy["expected_reward"] <= policy["oracle_reward"]
@@ -76,3 +77,14 @@ def test_off_policy_estimates_are_near_the_true_values(report: dict[str, Any]) -
     # the most played arm has the most logged support: each estimate within two interval widths of the truth
     for row in (r for r in rows if r["strategy"] == "content"):
         assert abs(row["value"] - row["truth"]) <= 2 * (row["high"] - row["low"]), row
+
+
+def test_vw_learns_online_even_after_another_policy_ran_in_the_process(report: dict[str, Any]) -> None:
+    # GIVEN the VW policy run second (ingest's learner is set up when its module is imported)
+    vw = report["policies"][1]
+    assert vw["policy"] == "vw"
+    # THEN every auto request made a decision, ingest learned models that later requests used, and Postgres
+    # still holds exactly what the users did
+    assert vw["item_decisions"] == ROUNDS and vw["item_models_used"] > 1
+    assert [c["name"] for c in vw["checks"] if not c["ok"]] == []
+    assert vw["expected_reward"] <= vw["oracle_reward"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,13 @@ from towerlight.db.events import EventRow, insert_events
 from towerlight_offline.bench import LocalStack, discarded_stdout, fresh_schema, lambda_env, patched_environ
 from towerlight_offline.bench.serve import recommend_event_template, request_event
 from towerlight_offline.local.moto_server import ensure_queue
-from towerlight_offline.local.worker import DrainResult, LocalLambdaContext, QueueWorker, load_function_handler
+from towerlight_offline.local.worker import (
+    DrainResult,
+    Handler,
+    LocalLambdaContext,
+    QueueWorker,
+    load_function_handler,
+)
 from towerlight_offline.simulate.world import SimulatedWorld
 
 
@@ -75,9 +82,9 @@ class Functions:
     """The recommend, track and ingest handlers of this checkout, called as Lambda calls them."""
 
     def __init__(self, queue_url: str) -> None:
-        self.recommend_handler = load_function_handler("Recommend")
-        self.track_handler = load_function_handler("Track")
-        self.worker = QueueWorker(queue_url, load_function_handler("Ingest"), wait_seconds=0)
+        self.recommend_handler = _cold_handler("Recommend")
+        self.track_handler = _cold_handler("Track")
+        self.worker = QueueWorker(queue_url, _cold_handler("Ingest"), wait_seconds=0)
         self._recommend_template = recommend_event_template()
         self._track_template = _track_template()
         self._requests = 0
@@ -103,6 +110,13 @@ class Functions:
         """Everything in the queue through the ingest handler (impressions and events)."""
         with discarded_stdout():
             return self.worker.drain()
+
+
+def _cold_handler(name: str) -> Handler:
+    """The handler imported afresh, as a new execution environment would: module-level objects (ingest's
+    exploration learner, recommend's prefetched model) read this policy's environment, not the last one's."""
+    sys.modules.pop(f"functions.{name.lower()}.app", None)
+    return load_function_handler(name)
 
 
 def _body(response: dict[str, Any], status: int) -> dict[str, Any]:
