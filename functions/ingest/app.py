@@ -8,7 +8,6 @@ on, each batch is followed by a learning pass of the VW model (``towerlight.expl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -17,9 +16,8 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from towerlight.db.events import EventRow
 from towerlight.exploration.learning import exploration_learner
-from towerlight.ingest import EventBatchProcessor, record_handler, write_events
+from towerlight.ingest import EventBatchProcessor, IngestBatch, record_handler, write_events
 
 logger = Logger(service="ingest")
 metrics = Metrics(service="ingest")
@@ -28,8 +26,8 @@ copy_config_to_registered_loggers(source_logger=logger, include={"towerlight"})
 
 
 @tracer.capture_method
-def write(rows: Sequence[EventRow]) -> list[str]:
-    return write_events(rows)
+def write(batch: IngestBatch) -> int:
+    return write_events(batch)
 
 
 processor = EventBatchProcessor(write=write, metrics=metrics)

@@ -88,10 +88,11 @@ def fields_of(event: InteractionEvent) -> EventFields:
     )
 
 
-def read_canonical(body: str) -> EventFields | None:
+def read_canonical(body: str, now: datetime | None = None) -> EventFields | None:
     """``body``'s fields when it is an event in track's canonical form that the model accepts; else None.
 
-    None means "ask the model": ``body`` may still be a valid event in another form.
+    None means "ask the model": ``body`` may still be a valid event in another form. ``now`` is the
+    current time (read when not given: a reader of many bodies passes it once, see ``check_timestamp``).
     """
     match = _CANONICAL.fullmatch(body)
     if match is None:
@@ -104,7 +105,7 @@ def read_canonical(body: str) -> EventFields | None:
             item_id,
             event_type,
             None if value is None else float(value),
-            check_timestamp(datetime.fromisoformat(timestamp)),
+            check_timestamp(datetime.fromisoformat(timestamp), now),
             recommendation_id,
             None if context is None else _context(context),
         )

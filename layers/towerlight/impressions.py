@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zlib
 from collections import defaultdict
@@ -35,6 +36,7 @@ from typing import Annotated
 import psycopg
 import pydantic
 import pydantic_core
+from psycopg import pq
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from towerlight.bandit.arms import ArmDelta, add_to_arms
@@ -227,7 +229,8 @@ def record_feedback(
 
     ``event_recommendation_ids`` are the ``recommendation_id`` of events already written in the caller's
     transaction (passing ids of replayed events is harmless: rewards are recomputed, not added blindly).
-    Runs in the caller's transaction (or its own, on an idle connection) at READ COMMITTED.
+    Runs in the caller's transaction (or its own, on an idle connection) at READ COMMITTED; an error
+    aborts the caller's transaction (no savepoint: two round trips a batch saved).
 
     Example::
 
@@ -240,7 +243,8 @@ def record_feedback(
     touched = {i.recommendation_id for i in unique}.union(event_recommendation_ids)
     if not touched:
         return FeedbackResult((), 0)
-    with conn.transaction(), conn.cursor() as cur:
+    idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
+    with conn.transaction() if idle else contextlib.nullcontext(), conn.cursor() as cur:
         cur.execute(_LOCK_BUCKETS, [LOCK_NAMESPACE, lock_buckets(touched)])
         new: set[str] = set()
         if unique:

@@ -14,8 +14,12 @@ import psycopg
 import pytest
 from conftest import LambdaContext, fresh_handler, load_event
 
+from towerlight.bandit.arms import ArmStats, read_arms
 from towerlight.config import get_settings
 from towerlight.db.connection import close_shared_connection, shared_connection
+from towerlight.event_fields import read_canonical
+from towerlight.event_types import EVENT_TYPES
+from towerlight.impressions import Impression, impression_message
 from towerlight.ingest import MESSAGE_EVENT_NAMESPACE
 from towerlight_offline.local.moto_server import free_port
 
@@ -32,6 +36,9 @@ def invoke(ingest: ModuleType, event: dict[str, Any]) -> list[str]:
     """Run the handler; returns the messageIds it reported failed (SQS redelivers those)."""
     response = ingest.handler(event, LambdaContext(function_name="ingest"))
     return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+T0 = datetime(2025, 1, 15, 9, 59, tzinfo=UTC)
 
 
 def stored(db: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
@@ -187,3 +194,49 @@ def test_a_connection_dropped_mid_flight_fails_the_batch_without_a_partial_write
     assert invoke(ingest, copy.deepcopy(event)) == []
     assert {b["event_id"] for b in bodies(event)} <= set(stored(db))
     assert len(stored(db)) == 2 + 5
+
+
+def test_events_in_track_form_and_in_another_form_are_stored_alike(ingest: ModuleType, db: psycopg.Connection) -> None:
+    # GIVEN the same five events as track writes them (read directly) and as another producer might
+    # write them (spaces, other key order: read by the model, through Powertools' per-record path)
+    event = load_event("ingest_batch.json")
+    other = copy.deepcopy(event)
+    for record in other["Records"]:
+        record["body"] = json.dumps(json.loads(record["body"]), indent=1, sort_keys=True)
+    assert all(read_canonical(r["body"]) is not None for r in event["Records"])
+    assert all(read_canonical(r["body"]) is None for r in other["Records"])
+    # WHEN each form is ingested into an empty events table
+    assert invoke(ingest, event) == []
+    direct = stored(db)
+    db.execute("TRUNCATE events")
+    db.commit()
+    assert invoke(ingest, other) == []
+    # THEN the rows are the same
+    assert stored(db) == direct
+    assert len(direct) == 5
+
+
+def impression_record(impression: Impression, message_id: str) -> dict[str, Any]:
+    record = copy.deepcopy(load_event("ingest_batch.json")["Records"][0])
+    record.update(messageId=message_id, body=impression_message(impression))
+    return record
+
+
+def test_a_batch_repeating_stored_events_stores_the_new_ones_and_counts_each_impression_once(
+    ingest: ModuleType, db: psycopg.Connection
+) -> None:
+    # GIVEN a stored batch: an impression of i1001 and a view of it
+    shown = Impression("rec-7f3a", "u42", "warm", "two_tower", "v1", ("i1001", "i2002"), 0.5, T0)
+    first = load_event("ingest_batch.json")
+    first["Records"] = [impression_record(shown, "m-imp"), first["Records"][0]]
+    assert invoke(ingest, first) == []
+    # WHEN a batch arrives with the impression and the view again (a redelivery) beside a new click on it
+    second = load_event("ingest_batch.json")
+    second["Records"] = [impression_record(shown, "m-imp"), second["Records"][0], second["Records"][1]]
+    assert invoke(ingest, second) == []
+    # THEN only the click is new; the impression counts once, credited with the click's reward once
+    stats = ingest.processor.stats
+    assert (stats.received, stats.inserted, stats.duplicates) == (3, 1, 2)
+    assert len(stored(db)) == 2
+    assert read_arms(db) == [ArmStats("warm", "two_tower", 1, 1, EVENT_TYPES["click"].reward)]
+    db.rollback()

@@ -158,6 +158,27 @@ def test_insert_events_dedupes_within_and_across_batches(db: psycopg.Connection)
     db.rollback()
 
 
+def test_a_redelivery_is_staged_again_after_a_rolled_back_one(
+    db: psycopg.Connection,
+) -> None:
+    # GIVEN a stored event, and a redelivery of it (so staged) whose transaction is rolled back
+    stored_one = event("u1", "i1", 1)
+    with db.transaction():
+        insert_events(db, [stored_one])
+    db.commit()
+    insert_events(db, [stored_one, event("u1", "i2", 2)])
+    db.rollback()
+    # WHEN two more redeliveries are staged, one after the other in one transaction
+    late, later = event("u1", "i3", 3), event("u1", "i4", 4)
+    with db.transaction():
+        first = insert_events(db, [stored_one, late])
+        second = insert_events(db, [stored_one, later])
+    # THEN each returns only its own new event, and the rolled-back one left nothing
+    assert (first, second) == ([late.event_id], [later.event_id])
+    assert count(db, "SELECT count(*) FROM events") == 3
+    db.rollback()
+
+
 def test_insert_events_leaves_the_transaction_to_the_caller(db: psycopg.Connection) -> None:
     # GIVEN two calls in one transaction that the caller rolls back
     insert_events(db, [event("u1", "i1", 1)])

@@ -1,7 +1,9 @@
 """Interaction events in Postgres: the one write path (COPY, ON CONFLICT on redelivery) and the per-user reads.
 
-``insert_events`` is used by both the importer and the SQS ingest function. It returns the ids of the
-rows it actually inserted, so at-least-once delivery never counts an event twice downstream.
+``insert_events`` is used by the importer and the tests; the SQS ingest function writes the same
+records with ``copy_events`` / ``insert_new_events`` under its own transaction. Either way an event
+is stored once however often it arrives, and the caller learns which events were new, so at-least-once
+delivery never counts an event twice downstream.
 
 Example::
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,19 +33,20 @@ from towerlight.event_types import REMOVING_EVENT_TYPES
 _COLUMNS = "(event_id, user_id, item_id, event_type, value, ts, recommendation_id, context)"
 # The fast path: rows go straight into events, in one COPY (heap multi-insert, no staging table).
 _COPY_INTO_EVENTS = f"COPY events {_COLUMNS} FROM STDIN (FORMAT BINARY)"
-# The path for batches that repeat stored events: stage, then INSERT ... ON CONFLICT DO NOTHING.
+# The path for batches that repeat stored events: stage, then INSERT ... ON CONFLICT DO NOTHING. The
+# stage lives as long as the connection (created by its first redelivery, no index, emptied by each
+# insert and truncated at commit): not a CREATE and DROP, with their catalog writes, per batch.
 _STAGE_EVENTS = (
-    b"DROP TABLE IF EXISTS pg_temp.towerlight_events_in; "
-    b"CREATE TEMPORARY TABLE pg_temp.towerlight_events_in ("
+    b"CREATE TEMPORARY TABLE IF NOT EXISTS pg_temp.towerlight_events_in ("
     b" event_id uuid NOT NULL, user_id text NOT NULL, item_id text NOT NULL, event_type text NOT NULL,"
     b" value double precision, ts timestamptz NOT NULL, recommendation_id text, context jsonb"
-    b") ON COMMIT DROP"
+    b") ON COMMIT DELETE ROWS"
 )
 _COPY_INTO_STAGE = f"COPY pg_temp.towerlight_events_in {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _INSERT_STAGED = (
-    f"INSERT INTO events {_COLUMNS}"
-    " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context"
-    " FROM pg_temp.towerlight_events_in"
+    "WITH staged AS (DELETE FROM pg_temp.towerlight_events_in RETURNING *)"
+    f" INSERT INTO events {_COLUMNS}"
+    " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context FROM staged"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id::text"
 )
@@ -53,6 +56,10 @@ _INSERT_STAGED = (
 _COPY_TYPES = ("bytea", "text", "text", "text", "float8", "timestamptz", "text", "bytea")
 _JSONB_VERSION = b"\x01"
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# One event as the binary COPY sends it: (event_id as the uuid's 16 bytes, user_id, item_id, event_type,
+# value, ts, recommendation_id, context as jsonb's wire form). A plain tuple: ingest builds thousands.
+EventRecord = tuple[bytes, str, str, str, float | None, datetime, str | None, bytes | None]
 
 # One round trip for serving: the latest events, every item the user removed (flag = true), and, when
 # asked for, the user's attributes (flag = null, last).
@@ -125,68 +132,99 @@ def insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> list[st
     """
     if not rows:
         return []
-    records = _records(rows)
+    records: dict[str, EventRecord] = {}
+    for row in rows:
+        event_id = canonical_event_id(row.event_id)
+        if event_id not in records:
+            records[event_id] = event_record(
+                event_id,
+                row.user_id,
+                row.item_id,
+                row.event_type,
+                row.value,
+                row.ts,
+                row.recommendation_id,
+                row.context,
+            )
     if conn.autocommit:
         try:
-            with conn.cursor() as cur:
-                _copy(cur, _COPY_INTO_EVENTS, records.values())  # one statement: its own transaction
+            copy_events(conn, records.values())  # one statement: its own transaction
             return list(records)
         except psycopg.errors.UniqueViolation:
             with conn.transaction():
-                return _insert_staged(conn, records.values())
+                return insert_new_events(conn, records.values())
     with conn.cursor() as cur:
         # A plain savepoint, not conn.transaction(): on an idle connection that would COMMIT at exit.
         cur.execute(b"SAVEPOINT towerlight_events_copy")
         try:
-            _copy(cur, _COPY_INTO_EVENTS, records.values())
+            copy_events(conn, records.values())
         except psycopg.errors.UniqueViolation:
             cur.execute(b"ROLLBACK TO SAVEPOINT towerlight_events_copy")
             cur.execute(b"RELEASE SAVEPOINT towerlight_events_copy")
-            return _insert_staged(conn, records.values())
+            return insert_new_events(conn, records.values())
         cur.execute(b"RELEASE SAVEPOINT towerlight_events_copy")
     return list(records)
 
 
-def _insert_staged(conn: psycopg.Connection, records: Iterable[tuple[Any, ...]]) -> list[str]:
-    """Stage the batch in a temporary table, then insert what is new; returns the inserted ids."""
+def copy_events(conn: psycopg.Connection, records: Collection[EventRecord]) -> int:
+    """COPY ``records`` (distinct event ids) straight into ``events``; returns how many were written (all).
+
+    Raises ``psycopg.errors.UniqueViolation`` when an event is stored already, and then writes nothing:
+    the caller rolls back (its transaction or a savepoint) and uses ``insert_new_events``.
+    """
+    with conn.cursor() as cur:
+        _copy(cur, _COPY_INTO_EVENTS, records)
+    return len(records)
+
+
+def insert_new_events(conn: psycopg.Connection, records: Collection[EventRecord]) -> list[str]:
+    """Insert those of ``records`` not stored yet (``ON CONFLICT DO NOTHING``); returns their ids.
+
+    The path for a batch that repeats stored events: slower than ``copy_events`` for new ones (the
+    records are staged in a temporary table first), but it never fails on an event stored already.
+    """
     with conn.cursor() as cur:
         cur.execute(_STAGE_EVENTS)
         _copy(cur, _COPY_INTO_STAGE, records)
         cur.execute(_INSERT_STAGED)
-        inserted = [r[0] for r in cur.fetchall()]
-        # Dropped now (not only at commit) so another call in the same transaction starts empty.
-        cur.execute(b"DROP TABLE pg_temp.towerlight_events_in")
-    return inserted
+        return [r[0] for r in cur.fetchall()]
 
 
-def _records(rows: Sequence[EventRow]) -> dict[str, tuple[Any, ...]]:
-    """The COPY row of the first event of each id, keyed by the canonical id.
+def canonical_event_id(event_id: str) -> str:
+    """``event_id`` as a lower-case hyphenated UUID; ``ValueError`` when it is not a UUID.
 
-    Raises ``ValueError`` when an ``event_id`` is not a UUID: nothing is written.
+    >>> canonical_event_id("5B0E7E0C-1F0A-4C2D-8E3F-4A5B6C7D8E01")
+    '5b0e7e0c-1f0a-4c2d-8e3f-4a5b6c7d8e01'
     """
-    records: dict[str, tuple[Any, ...]] = {}
-    for row in rows:
-        event_id = row.event_id if _CANONICAL_UUID.fullmatch(row.event_id) else _canonical(row.event_id)
-        if event_id not in records:
-            records[event_id] = _record(event_id, row)
-    return records
-
-
-def _canonical(event_id: str) -> str:
+    if _CANONICAL_UUID.fullmatch(event_id):
+        return event_id
     try:
         return str(uuid.UUID(event_id))
     except (ValueError, TypeError):
         raise ValueError(f"event_id {event_id!r} is not a UUID") from None
 
 
-def _record(event_id: str, row: EventRow) -> tuple[Any, ...]:
+def event_record(
+    event_id: str,
+    user_id: str,
+    item_id: str,
+    event_type: str,
+    value: float | None,
+    ts: datetime,
+    recommendation_id: str | None,
+    context: dict[str, Any] | None,
+) -> EventRecord:
+    """The COPY record of one event; ``event_id`` must be canonical (``canonical_event_id``), ``ts`` aware.
+
+    >>> event_record("5b0e7e0c-1f0a-4c2d-8e3f-4a5b6c7d8e01", "u1", "i9", "click", None, ts, None, {"p": 1})[7]
+    b'\\x01{"p":1}'
+    """
     # pydantic_core's encoder (Rust): ~10x json.dumps on a small dict, and this runs for every event.
-    context = None if row.context is None else _JSONB_VERSION + pydantic_core.to_json(row.context)
-    uuid_bytes = bytes.fromhex(event_id.replace("-", ""))
-    return (uuid_bytes, row.user_id, row.item_id, row.event_type, row.value, row.ts, row.recommendation_id, context)
+    jsonb = None if context is None else _JSONB_VERSION + pydantic_core.to_json(context)
+    return (bytes.fromhex(event_id.replace("-", "")), user_id, item_id, event_type, value, ts, recommendation_id, jsonb)
 
 
-def _copy(cur: psycopg.Cursor[Any], statement: str, records: Iterable[tuple[Any, ...]]) -> None:
+def _copy(cur: psycopg.Cursor[Any], statement: str, records: Collection[EventRecord]) -> None:
     # Flush every block (psycopg waits for 1 MB by default): the server starts inserting before the end.
     with cur.copy(statement, writer=LibpqWriter(cur, flush_threshold=0)) as copy:
         copy.set_types(list(_COPY_TYPES))
