@@ -59,6 +59,9 @@ LOCK_BUCKETS = 32
 LOCK_NAMESPACE = 0x546C_4244  # "TlBD"
 
 _REWARDS = {name: t.reward for name, t in EVENT_TYPES.items() if t.reward > 0}
+# Lists go as one text (JSON, or an int array literal): psycopg adapts a Python list element by element
+# (~2 µs each), and a batch of events carries hundreds of recommendation ids.
+_REWARDS_JSON = pydantic_core.to_json(_REWARDS).decode()
 
 _INSERT_IMPRESSIONS = """
 INSERT INTO impressions (recommendation_id, user_id, segment, strategy, variant, model_version, item_ids,
@@ -78,8 +81,9 @@ _REWARDS_NOW = """
 SELECT i.recommendation_id, i.segment, i.strategy, i.reward, coalesce(max(w.reward), 0)
 FROM impressions i
 LEFT JOIN events e ON e.recommendation_id = i.recommendation_id AND e.item_id = ANY(i.item_ids)
-LEFT JOIN unnest(%(types)s::text[], %(rewards)s::float8[]) AS w(event_type, reward) USING (event_type)
-WHERE i.recommendation_id = ANY(%(ids)s)
+LEFT JOIN (SELECT key, value::float8 FROM jsonb_each_text(%(rewards)s::jsonb)) AS w(event_type, reward)
+    USING (event_type)
+WHERE i.recommendation_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
 GROUP BY i.recommendation_id
 """
 _LOGGED = (
@@ -245,12 +249,13 @@ def record_feedback(
         return FeedbackResult((), 0)
     idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
     with conn.transaction() if idle else contextlib.nullcontext(), conn.cursor() as cur:
-        cur.execute(_LOCK_BUCKETS, [LOCK_NAMESPACE, lock_buckets(touched)])
+        buckets = "{" + ",".join(map(str, lock_buckets(touched))) + "}"
+        cur.execute(_LOCK_BUCKETS, [LOCK_NAMESPACE, buckets])
         new: set[str] = set()
         if unique:
             cur.execute(_INSERT_IMPRESSIONS, [pydantic_core.to_json([asdict(i) for i in unique]).decode()])
             new = {row[0] for row in cur.fetchall()}
-        cur.execute(_REWARDS_NOW, {"types": list(_REWARDS), "rewards": list(_REWARDS.values()), "ids": sorted(touched)})
+        cur.execute(_REWARDS_NOW, {"rewards": _REWARDS_JSON, "ids": pydantic_core.to_json(sorted(touched)).decode()})
         deltas: dict[tuple[str, str], ArmDelta] = defaultdict(ArmDelta)
         raised: list[tuple[str, float]] = []
         for recommendation_id, segment, strategy, stored, best in cur.fetchall():
