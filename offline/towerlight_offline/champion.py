@@ -2,9 +2,10 @@
 
 The gate's fair comparison. A new model's metrics come from this run's test split, while the current
 version's recorded metrics came from its own run, on older data: two numbers that measure different
-things. Here the current version is downloaded, verified and run as serving runs it (its ONNX user
-tower on each user's history, its item vectors, its ranker and ranking tables) on this run's test
-events that happened after the end of the current version's data window. The current version never
+things. Here the current version's serving files are downloaded and verified, and its ONNX user tower
+(on each user's history), item vectors, ranker and ranking tables go through the same evaluation code
+as the new model (exact inner products, then the ranker's re-scoring), on this run's test events that
+happened after the end of the current version's data window. The current version never
 saw those events and the new model's train split does not hold them, so both models are evaluated on
 the same users with the same protocol (DESIGN.md section 5), each over its own catalogue: an item the
 current version does not know is one it cannot recommend.
@@ -50,7 +51,7 @@ from towerlight_offline.split import Split, user_histories
 logger = logging.getLogger(__name__)
 
 MIN_USERS = 20  # fewer test users with events after the current window: no fair comparison
-DEFAULT_CANDIDATES = 200  # what a version re-ranks when its manifest does not say
+LEGACY_CANDIDATES = 200  # what versions re-ranked before their manifest recorded params.ranker.candidates
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,15 @@ class HeadToHead:
         return asdict(self)
 
 
-def window_end(manifest: Mapping[str, Any]) -> float | None:
-    """The last event time (epoch seconds) a version trained on, from its manifest's data window.
+def window_end(manifest: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The last event time a version trained on, from its manifest's data window: as written, and in epoch seconds.
 
     >>> window_end({"data": {"window": {"end": "1998-04-22T23:10:38Z"}}})
-    893286638.0
+    ('1998-04-22T23:10:38Z', 893286638.0)
     """
     end = ((manifest.get("data") or {}).get("window") or {}).get("end")
     try:
-        return datetime.fromisoformat(str(end).replace("Z", "+00:00")).timestamp() if end else None
+        return (str(end), datetime.fromisoformat(str(end).replace("Z", "+00:00")).timestamp()) if end else None
     except ValueError:
         return None
 
@@ -115,7 +116,7 @@ def bundle_recommender(
 
     if bundle.ranking is None:
         return scoring_recommender(score, matrix)
-    size = int(((bundle.manifest.get("params") or {}).get("ranker") or {}).get("candidates") or DEFAULT_CANDIDATES)
+    size = int(((bundle.manifest.get("params") or {}).get("ranker") or {}).get("candidates") or LEGACY_CANDIDATES)
     return reranking_recommender(
         score,
         matrix,
@@ -147,11 +148,11 @@ def head_to_head(
     manifest, too few later users, or a current version that cannot be loaded).
     """
     version = str(current_manifest.get("version"))
-    after = window_end(current_manifest)
-    if after is None:
+    end = window_end(current_manifest)
+    if end is None:
         return None, f"current version {version} records no data window"
+    since, after = end
     evaluation = later_events(split, after, catalogue_size, max_users, seed)
-    since = (current_manifest.get("data") or {}).get("window", {}).get("end")
     if len(evaluation.user_ids) < min_users:
         return None, f"{len(evaluation.user_ids)} test users with events after {since} (fewer than {min_users})"
     try:
@@ -166,4 +167,4 @@ def head_to_head(
         name: evaluate_recommender(name, recommend, evaluation, k_values)
         for name, recommend in (("new", new), ("current", current))
     }
-    return HeadToHead(version, str(since), len(evaluation.user_ids), rows["new"], rows["current"]), "same events"
+    return HeadToHead(version, since, len(evaluation.user_ids), rows["new"], rows["current"]), "same events"

@@ -83,9 +83,12 @@ def test_the_gate_compares_both_models_on_the_same_later_events(tmp_path: Path) 
     cut = float(np.quantile(dataset.interactions["timestamp"], 0.7))
     earlier = replace(dataset, interactions=dataset.interactions[dataset.interactions["timestamp"] <= cut])
     config = TrainConfig(
-        source="movielens slice", store_uri=(tmp_path / "store").as_uri(), two_tower=TwoTowerParams(epochs=3)
+        source="movielens slice",
+        store_uri=(tmp_path / "store").as_uri(),
+        two_tower=TwoTowerParams(epochs=3),
+        refit_on_all=False,
+        baselines=False,
     )
-    config = replace(config, refit_on_all=False, baselines=False)
     first = run_training(earlier, config, progress=False)
     assert first.promoted and first.manifest["gate"]["same_events"] == {"skipped": "no current version"}
 
