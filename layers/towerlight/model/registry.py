@@ -69,8 +69,6 @@ def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBu
 
     >>> load_version(open_store("file:///tmp/store"), "20261122T011500Z-3fa2c1", Path("/tmp/towerlight"))
     """
-    from towerlight.model.bundle import load_bundle  # numpy and onnxruntime: imported by the loading thread
-
     model_dir, manifest = versions.download_version(
         store,
         version,
@@ -79,6 +77,9 @@ def load_version(store: ArtifactStore, version: str, cache_dir: Path) -> ModelBu
         optional=artifacts.OPTIONAL_SERVING_FILES,
         part_bytes=get_settings().download_part_bytes,
     )
+    # numpy, onnxruntime and hnswlib: imported once the download is under way, not before it starts
+    from towerlight.model.bundle import load_bundle
+
     return load_bundle(model_dir, manifest)
 
 
