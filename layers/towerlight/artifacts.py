@@ -27,6 +27,9 @@ A published version holds these files (names are keys of the manifest's ``files`
 ``ranker_tables.npz`` per-item tables the ranker's features read (``RankingTables``: item-kNN top-N
                     neighbours as CSR, popularity, trend, first-seen time, category and title-word CSR),
                     rows = rows of items.npz
+``ranker.onnx``     optional, with tree rankers: the trees of ranker.json as one ai.onnx.ml
+                    TreeEnsembleRegressor, input ``x`` float32 [C, features], output float32 [C, 1]
+                    (thresholds rounded down to float32, so every split decides as ranker.json's does)
 
 The manifest (written by ``towerlight.store.versions.publish_version``) also carries ``params``
 (hyper-parameters, embedding dim, hnsw ``ef``/``M``), ``metrics`` (evaluation table), ``data`` (window,
@@ -44,11 +47,12 @@ POPULARITY = "popularity.npz"
 CONTENT = "content.npz"
 RANKER = "ranker.json"
 RANKER_TABLES = "ranker_tables.npz"
+RANKER_ONNX = "ranker.onnx"  # tree rankers only: ranker.json's trees for onnxruntime
 
 REQUIRED_FILES = (FEATURES, USER_TOWER, ITEM_TOWER, ITEMS, INDEX, POPULARITY, CONTENT)
 # serving embeds no items: no item tower
-SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY, CONTENT, RANKER, RANKER_TABLES)
-OPTIONAL_SERVING_FILES = (CONTENT, RANKER, RANKER_TABLES)  # served when the version has them
+SERVING_FILES = (FEATURES, USER_TOWER, ITEMS, INDEX, POPULARITY, CONTENT, RANKER, RANKER_TABLES, RANKER_ONNX)
+OPTIONAL_SERVING_FILES = (CONTENT, RANKER, RANKER_TABLES, RANKER_ONNX)  # served when the version has them
 
 USER_TOWER_INPUTS = ("history", "user_features")
 ITEM_TOWER_INPUTS = ("item", "item_content")

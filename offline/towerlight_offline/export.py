@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from towerlight.artifacts import ITEM_TOWER, ITEM_TOWER_INPUTS, TOWER_OUTPUT, USER_TOWER, USER_TOWER_INPUTS
 from towerlight.errors import ArtifactError
 from towerlight.features import ItemRecord
+from towerlight.model.sessions import onnx_session
 from towerlight_offline.model.train import TrainedTwoTower
 
 logger = logging.getLogger(__name__)
@@ -94,15 +94,6 @@ def _float16_id_table(trained: TrainedTwoTower) -> Iterator[None]:
     finally:
         for tower in towers:
             tower.id_embedding = table
-
-
-def serving_session(path: Path | str) -> ort.InferenceSession:
-    """An onnxruntime session configured as serving runs it: one thread, CPU."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def export_towers(trained: TrainedTwoTower, out_dir: Path, *, check: bool = True) -> dict[str, Path]:
@@ -213,7 +204,7 @@ def check_parity(
     }
     diffs: dict[str, float] = {}
     for name, (module, input_names, cases) in towers.items():
-        session = serving_session(paths[name])
+        session = onnx_session(paths[name])
         got_inputs = [i.name for i in session.get_inputs()]
         got_outputs = [o.name for o in session.get_outputs()]
         if got_inputs != list(input_names) or got_outputs != [TOWER_OUTPUT]:

@@ -37,6 +37,7 @@ from towerlight.ranking.model import LinearRanker, Ranker, TreeRanker
 from towerlight_offline.baselines import item_cosine_neighbours
 from towerlight_offline.catalogue import category_codes, csr
 from towerlight_offline.evaluate import EvaluationSet, InteractionMatrix, Recommend, Scorer, top_k_excluding
+from towerlight_offline.ranker_onnx import write_ranker_onnx
 from towerlight_offline.split import Split
 
 logger = logging.getLogger(__name__)
@@ -331,10 +332,14 @@ def fit_ranker(examples: Examples, relevant_counts: np.ndarray, params: RankerPa
 
 
 def save_ranker(out: Path, ranker: Ranker, tables: RankingTables) -> dict[str, Path]:
-    """Write ``ranker.json`` (plain JSON) and ``ranker_tables.npz`` into ``out``; the paths by file name."""
+    """Write ``ranker.json`` (plain JSON) and ``ranker_tables.npz`` into ``out``, and ``ranker.onnx`` for
+    trees (``towerlight_offline.ranker_onnx``); the paths by file name."""
     (out / artifacts.RANKER).write_text(json.dumps(ranker.to_json()))
     np.savez(out / artifacts.RANKER_TABLES, **tables.to_arrays())
-    return {name: out / name for name in (artifacts.RANKER, artifacts.RANKER_TABLES)}
+    paths = {name: out / name for name in (artifacts.RANKER, artifacts.RANKER_TABLES)}
+    if isinstance(ranker, TreeRanker):
+        paths[artifacts.RANKER_ONNX] = write_ranker_onnx(ranker, out)
+    return paths
 
 
 # ---- the two worlds: training the ranker on validation, evaluating it on test ---------------------------

@@ -52,6 +52,8 @@ def test_train_publish_promote_then_gate_out_a_worse_model(tmp_path: Path) -> No
     assert manifest["evaluation"]["served_row"] == "two_tower_ranker"
     assert {artifacts.RANKER, artifacts.RANKER_TABLES} <= set(manifest["files"])
     assert manifest["evaluation"]["ranker"]["chosen"] in ("linear", "trees")
+    # (trees come as ranker.onnx too, for onnxruntime)
+    assert (artifacts.RANKER_ONNX in manifest["files"]) == (manifest["evaluation"]["ranker"]["chosen"] == "trees")
     assert manifest["evaluation"]["baseline_tuning"]["chosen"] == manifest["params"]["baselines"]
     # AND the two-tower model beats popularity on this slice
     metrics = manifest["metrics"]

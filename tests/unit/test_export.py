@@ -14,9 +14,10 @@ import torch
 from towerlight.artifacts import ITEM_TOWER, ITEM_TOWER_INPUTS, TOWER_OUTPUT, USER_TOWER, USER_TOWER_INPUTS
 from towerlight.errors import ArtifactError
 from towerlight.features import ItemRecord
+from towerlight.model.sessions import onnx_session
 from towerlight_offline import export
 from towerlight_offline.data.dataset import Dataset
-from towerlight_offline.export import ParityError, export_towers, serving_session
+from towerlight_offline.export import ParityError, export_towers
 from towerlight_offline.model import TwoTowerParams, fit_feature_spec, train_two_tower
 from towerlight_offline.model.train import round_to_float16
 
@@ -65,7 +66,7 @@ def test_export_writes_towers_with_the_contract_names(trained, tmp_path: Path) -
     # THEN both files exist with the input and output names serving expects
     assert set(paths) == {USER_TOWER, ITEM_TOWER}
     for name, inputs in ((USER_TOWER, USER_TOWER_INPUTS), (ITEM_TOWER, ITEM_TOWER_INPUTS)):
-        session = serving_session(paths[name])
+        session = onnx_session(paths[name])
         assert [i.name for i in session.get_inputs()] == list(inputs)
         assert [o.name for o in session.get_outputs()] == [TOWER_OUTPUT]
 
@@ -73,8 +74,8 @@ def test_export_writes_towers_with_the_contract_names(trained, tmp_path: Path) -
 def test_exported_towers_accept_any_batch_and_length_and_match_torch(trained, tmp_path: Path) -> None:
     # GIVEN exported towers
     paths = export_towers(trained, tmp_path, check=False)
-    users = serving_session(paths[USER_TOWER])
-    items = serving_session(paths[ITEM_TOWER])
+    users = onnx_session(paths[USER_TOWER])
+    items = onnx_session(paths[ITEM_TOWER])
     spec = trained.spec
     # WHEN running them on batches of other sizes and lengths than the export example
     histories = [[], ["i1"], [f"i{i}" for i in range(12)], ["new-item", "i3"]]

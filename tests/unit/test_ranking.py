@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from towerlight import artifacts
 from towerlight.errors import ArtifactError
 from towerlight.features import ItemRecord, Vocabulary
 from towerlight.model.bundle import Catalogue, CategoryIndex
-from towerlight.ranking import load_ranking
+from towerlight.ranking import compiled_ranker, load_ranking
 from towerlight.ranking.features import FEATURE_NAMES, RankingTables, UserHistory, candidate_features
-from towerlight.ranking.model import LinearRanker, ranker_from_json
+from towerlight.ranking.model import LinearRanker, TreeRanker, ranker_from_json
 from towerlight.recommend.strategies import history_rows
 from towerlight_offline.ranker import (
     Candidates,
@@ -29,6 +30,7 @@ from towerlight_offline.ranker import (
     tree_ranker_from_sklearn,
     user_histories_with_times,
 )
+from towerlight_offline.ranker_onnx import threshold_below, write_ranker_onnx
 
 DAY = 86_400.0
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -157,6 +159,54 @@ def test_tree_ranker_round_trips_through_json_and_matches_scikit_learn() -> None
     # AND path contributions add up to the score (minus the trees' root values and the baseline)
     roots = loaded.value[loaded.roots].sum() + loaded.baseline
     np.testing.assert_allclose(loaded.contributions(x).sum(axis=1) + roots, loaded.score(x), atol=1e-9)
+
+
+def _sklearn_trees(seed: int = 0) -> TreeRanker:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    examples = _toy_examples(seed=seed)
+    model = HistGradientBoostingClassifier(max_iter=30, max_depth=4, random_state=0).fit(examples.x, examples.y)
+    return tree_ranker_from_sklearn(model, FEATURE_NAMES)
+
+
+def test_ranker_onnx_splits_exactly_as_the_json_trees(tmp_path: Path) -> None:
+    # GIVEN trees fitted by scikit-learn, written as ranker.onnx
+    ranker = _sklearn_trees()
+    session = compiled_ranker(write_ranker_onnx(ranker, tmp_path), ranker)
+    # WHEN both score float32 rows lying on, just below and just above every split threshold
+    inner = np.flatnonzero(ranker.feature >= 0)
+    on = ranker.threshold[inner].astype(np.float32)
+    x = np.zeros((3 * len(inner), len(F)), dtype=np.float32)
+    for i, (node, t) in enumerate(zip(inner, on, strict=True)):
+        for j, value in enumerate((np.nextafter(t, np.float32(-np.inf)), t, np.nextafter(t, np.float32(np.inf)))):
+            x[3 * i + j, ranker.feature[node]] = value
+    compiled = session.run(None, {"x": x})[0][:, 0]
+    # THEN every row lands in the same leaves: the scores differ by float32 rounding only, far less than a leaf
+    smallest_leaf = np.abs(ranker.value[ranker.feature < 0]).min()
+    gap = np.abs(compiled - ranker.score(x)).max()
+    assert gap < 1e-5 < smallest_leaf
+    # AND each float32 threshold is the largest float32 not above the float64 one
+    below = np.array([threshold_below(t) for t in ranker.threshold[inner]])
+    assert np.all(below <= ranker.threshold[inner])
+    assert np.all(np.nextafter(below.astype(np.float32), np.float32(np.inf)) > ranker.threshold[inner])
+
+
+def test_served_trees_score_with_onnxruntime_and_refuse_a_ranker_onnx_of_other_trees(
+    tmp_path: Path, tables: RankingTables
+) -> None:
+    # GIVEN a tree ranker published the way the pipeline publishes it
+    ranker = _sklearn_trees()
+    assert artifacts.RANKER_ONNX in save_ranker(tmp_path, ranker, tables)
+    # WHEN serving loads it
+    served = load_ranking(tmp_path, catalogue_size=len(RECORDS), compiled=True)
+    # THEN onnxruntime scores, as the numpy walk does
+    assert served.compiled is not None
+    x = _toy_examples(seed=5).x.astype(np.float32)
+    np.testing.assert_allclose(served.score(x), ranker.score(x), atol=1e-5)
+    # AND a ranker.onnx written from other trees is refused when the version loads
+    write_ranker_onnx(_sklearn_trees(seed=7), tmp_path)
+    with pytest.raises(ArtifactError, match="disagree"):
+        load_ranking(tmp_path, catalogue_size=len(RECORDS), compiled=True)
 
 
 def test_linear_ranker_round_trips_and_explains_with_its_terms() -> None:

@@ -35,6 +35,7 @@ from towerlight import artifacts
 from towerlight.errors import ArtifactError
 from towerlight.features import FeatureSpec, Vocabulary
 from towerlight.model.content import CONTENT_ARRAYS, ContentIndex
+from towerlight.model.sessions import onnx_session
 from towerlight.ranking import RankingModel, load_ranking
 from towerlight.retrieval import HnswRetriever, LabelGroups, Retriever
 
@@ -273,7 +274,8 @@ def load_bundle(model_dir: Path, manifest: Mapping[str, Any]) -> ModelBundle:
     if content is not None:
         bundle = replace(bundle, content=ContentIndex.from_arrays(content, bundle.catalogue.item_ids, version))
     if bundle.two_tower is not None and artifacts.RANKER in files and artifacts.RANKER_TABLES in files:
-        bundle = replace(bundle, ranking=load_ranking(model_dir, bundle.catalogue.size))
+        ranking = load_ranking(model_dir, bundle.catalogue.size, compiled=artifacts.RANKER_ONNX in files)
+        bundle = replace(bundle, ranking=ranking)
     logger.info(
         "loaded model %s (%s, %d items) in %.0f ms",
         version,
@@ -413,19 +415,6 @@ def _popularity(arrays: Mapping[str, np.ndarray] | None, catalogue: Catalogue, v
     return Popularity(table_rows[known], score_by_row, segments)
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # one request at a time per Lambda instance: threads only add latency
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        raise ArtifactError(f"{path.name} is not a loadable ONNX model: {exc}", {"file": path.name}) from exc
-
-
 def _hnsw_ef(manifest: Mapping[str, Any]) -> int:
     """The query-time ``ef`` published with the index (``params.index.ef`` or ``params.ef``)."""
     params = manifest.get("params") or {}
@@ -473,7 +462,7 @@ def _two_tower(
     version: str,
 ) -> TwoTower:
     embeddings, groups, center = _item_vectors(items, n_items, version)
-    session = _session(model_dir / artifacts.USER_TOWER)
+    session = onnx_session(model_dir / artifacts.USER_TOWER)
     if tuple(i.name for i in session.get_inputs()) != artifacts.USER_TOWER_INPUTS:
         raise ArtifactError(f"user_tower.onnx of {version!r} does not take {artifacts.USER_TOWER_INPUTS}")
     try:

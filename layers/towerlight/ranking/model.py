@@ -23,6 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+COMPILED_INPUT = "x"  # the input of ranker.onnx (float32 [C, features]); its one output is float32 [C, 1]
+COMPILED_TOLERANCE = 1e-4  # ranker.onnx sums leaves in float32, ranker.json in float64
+
 
 class Ranker(Protocol):
     features: tuple[str, ...]
@@ -130,6 +133,25 @@ class TreeRanker:
             "right": self.right.tolist(),
             "value": self.value.tolist(),
         }
+
+
+def probe_rows(ranker: TreeRanker, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` float32 feature rows on and one float32 step beside the trees' split thresholds (where two
+    scorers of the same trees would first disagree), plus a row of NaN (the missing-value branches).
+
+    >>> probe_rows(ranker, 32).shape == (32, len(ranker.features))
+    True
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(ranker.features))).astype(np.float32)
+    for f in range(len(ranker.features)):
+        thresholds = ranker.threshold[(ranker.feature == f) & np.isfinite(ranker.threshold)].astype(np.float32)
+        if len(thresholds):
+            on = rng.choice(thresholds, size=n)
+            x[:, f] = np.nextafter(on, np.where(rng.random(n) < 0.5, -np.inf, np.inf).astype(np.float32))
+            x[::3, f] = on[::3]
+    x[0] = np.nan
+    return x
 
 
 def ranker_from_json(data: Mapping[str, Any]) -> LinearRanker | TreeRanker:
