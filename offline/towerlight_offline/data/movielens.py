@@ -109,8 +109,14 @@ def _download_wheel(directory: Path) -> Path:
     return wheels[0]
 
 
+def _partial(path: Path) -> Path:
+    """A temporary name beside ``path``, this process's own: two first runs at once (two ``evaluate``
+    commands, say) each write their copy and rename it over the other's, where one shared name failed."""
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = _partial(path)
     partial.write_bytes(data)
     partial.replace(path)
 
@@ -136,7 +142,7 @@ def write_normalized_csvs(dataset: Dataset, directory: Path) -> None:
     for name in fields:
         users[name] = [a.get(name) for a in dataset.users["attributes"]]
     for frame, name in ((interactions, "interactions.csv"), (items, "items.csv"), (users, "users.csv")):
-        partial = directory / (name + ".partial")
+        partial = _partial(directory / name)
         frame.to_csv(partial, index=False)
         partial.replace(directory / name)
 
