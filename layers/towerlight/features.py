@@ -54,7 +54,7 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if self.oov_buckets < 1:
             raise ValueError("a vocabulary needs at least one out-of-vocabulary bucket")
-        self._index = {v: i + 1 for i, v in enumerate(self.values)}
+        self._index = dict(zip(self.values, range(1, len(self.values) + 1), strict=True))  # a cold-start cost: no loop
         if len(self._index) != len(self.values):
             raise ValueError("vocabulary values must be unique")
 

@@ -226,23 +226,21 @@ class _Rescored:
     def empty(cls, width: int) -> _Rescored:
         return cls(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, width), dtype=np.float32))
 
-    def holds(self, rows: np.ndarray) -> np.ndarray:
+    def missing(self, rows: np.ndarray) -> np.ndarray:
+        """The distinct ``rows`` these do not hold, ascending."""
+        fresh = np.unique(rows)
         if not len(self.rows):
-            return np.zeros(len(rows), dtype=bool)
-        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
-        return self.rows[at] == rows
+            return fresh
+        at = np.minimum(np.searchsorted(self.rows, fresh), len(self.rows) - 1)
+        return fresh[self.rows[at] != fresh]
 
     def plus(self, rows: np.ndarray, scores: np.ndarray, x: np.ndarray) -> _Rescored:
-        """These and the distinct ``rows`` none of these holds."""
-        rows, scores, x = np.r_[self.rows, rows], np.r_[self.scores, scores], np.concatenate([self.x, x])
+        """These and ``missing`` rows (ascending, as ``missing`` returns them) with their scores and features."""
+        if not len(self.rows):  # the request's first rows: sorted already
+            return _Rescored(rows, scores, x)
+        rows, scores, x = (np.concatenate(pair) for pair in ((self.rows, rows), (self.scores, scores), (self.x, x)))
         order = np.argsort(rows, kind="stable")
         return _Rescored(rows[order], scores[order], x[order])
-
-
-def _distinct(rows: np.ndarray) -> np.ndarray:
-    """``rows`` without repeats, in the order of their first appearance."""
-    first = np.unique(rows, return_index=True)[1]
-    return rows[np.sort(first)]
 
 
 @dataclass
@@ -269,9 +267,8 @@ class RankedScorer:
 
     def _rescore(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ranker scores (float64) and feature rows of ``rows``, computing only the rows not seen before."""
-        fresh = rows[~self._known.holds(rows)]
+        fresh = self._known.missing(rows)
         if len(fresh):
-            fresh = _distinct(fresh)
             scores, x = self.ranking.rescore(
                 self._user, self.retrieval.context.now, fresh, self.retrieval.scores(fresh)
             )
