@@ -109,6 +109,24 @@ def test_an_items_features_do_not_depend_on_the_other_candidates(tables: Ranking
     np.testing.assert_array_equal(together[1], alone[0])
 
 
+def test_each_row_is_the_item_scored_alone_whatever_the_lists(tables: RankingTables) -> None:
+    # GIVEN random histories (repeated items, longer than RECENT_ITEMS too) and candidate lists with repeats
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        rows = rng.integers(0, tables.size, rng.integers(0, 30))
+        history = UserHistory(rows, np.sort(rng.uniform(0, 20 * DAY, len(rows)))[::-1])
+        candidates = rng.integers(0, tables.size, rng.integers(1, 12))
+        scores = rng.normal(size=len(candidates))
+        # WHEN the list is scored at once, and each item on its own
+        together = candidate_features(tables, history, 15 * DAY, candidates, scores)
+        alone = [
+            candidate_features(tables, history, 15 * DAY, candidates[i : i + 1], scores[i : i + 1])
+            for i in range(len(candidates))
+        ]
+        # THEN the rows are the same numbers, bit for bit
+        np.testing.assert_array_equal(together.view(np.uint32), np.concatenate(alone).view(np.uint32))
+
+
 def test_offline_and_served_features_are_identical(tmp_path: Path, events: pd.DataFrame, tables: RankingTables) -> None:
     # GIVEN tables and a ranker published the way the pipeline publishes them
     ranker = LinearRanker(FEATURE_NAMES, np.zeros(len(F)), np.ones(len(F)), np.linspace(-1, 1, len(F)), 0.1)

@@ -2,7 +2,7 @@
 
 The offline job builds ``RankingTables`` from the training window and calls ``candidate_features`` for
 every training user; serving loads the same tables from the model version and calls the same function
-per request, so the two can never drift apart (``tests/unit/test_ranking_features.py`` checks parity).
+per request, so the two can never drift apart (``tests/unit/test_ranking.py`` checks parity).
 Everything is numpy over catalogue rows; a request touches only its candidates, its history and the
 neighbour lists of its most recent items.
 
@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,7 @@ FEATURE_NAMES = (
 )
 RECENT_ITEMS = 20  # history items the kNN and category features look at
 HISTORY_CAP = 200  # serving reads at most this many events of a user, so the length feature stops there
+_LARGEST_FLOAT = float(np.finfo(np.float64).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,8 +111,7 @@ class UserHistory:
         return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 
 
-@dataclass(frozen=True, slots=True)
-class _Entries:
+class _Entries(NamedTuple):
     """The CSR entries of some rows: where each sits in the values array, whose it is, and how many each has."""
 
     index: np.ndarray  # positions in the CSR values array, row after row
@@ -119,60 +120,61 @@ class _Entries:
 
     @classmethod
     def of(cls, offsets: np.ndarray, rows: np.ndarray) -> _Entries:
-        starts = offsets[rows]
-        lengths = offsets[rows + 1] - starts
-        owner = np.repeat(np.arange(len(rows)), lengths)
-        # entry j of row i sits at starts[i] + j, j = its position overall minus the entries before row i
-        index = np.arange(len(owner)) + (starts - (np.cumsum(lengths) - lengths))[owner]
+        # array methods, not np.* wrappers: this runs a few times per request, where call overhead is the cost
+        ends = offsets[rows + 1]
+        lengths = ends - offsets[rows]
+        owner = np.arange(len(rows)).repeat(lengths)
+        # the j-th entry of row i, entry k = cumsum(lengths)[i] - lengths[i] + j of them all, sits at
+        # ends[i] - lengths[i] + j = k + ends[i] - cumsum(lengths)[i]
+        index = (ends - lengths.cumsum())[owner]
+        index += np.arange(len(index))
         return cls(index, owner, lengths)
 
 
-def _knn(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(sum / len(recent), max, last-item) item-kNN cosine of each candidate to the recent rows.
+def _knn(tables: RankingTables, recent: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """float32 [C, 3]: (sum / len(recent), max, last-item) item-kNN cosine of each candidate to the recent rows.
 
     Only the neighbour entries that are candidates matter: each is placed by a binary search among the
     sorted candidates, and sums run over the entries in their CSR order (the same sums, bit for bit,
     whichever other candidates are scored alongside).
     """
     n = len(candidates)
-    zeros = np.zeros(n, dtype=np.float32)
     entries = _Entries.of(tables.neighbour_offsets, recent)
-    if not len(entries.index):  # no history, or recent items nobody else had
-        return zeros, zeros, zeros
-    order = np.argsort(candidates, kind="stable")
-    ranked = candidates[order]
-    at = np.minimum(np.searchsorted(ranked, tables.neighbour_rows[entries.index]), n - 1)
-    hit = ranked[at] == tables.neighbour_rows[entries.index]
-    at, scores, owner = at[hit], tables.neighbour_scores[entries.index[hit]], entries.owner[hit]
-    total = np.bincount(at, weights=scores, minlength=n) / len(recent)
-    best = np.full(n, -np.inf, dtype=np.float32)
+    neighbours = tables.neighbour_rows[entries.index]
+    ranked = np.sort(candidates)
+    at = ranked.searchsorted(neighbours)
+    hit = ranked.take(at, mode="clip") == neighbours
+    at, scores = at[hit], tables.neighbour_scores[entries.index[hit]]
+    knn = np.zeros((n, 3), dtype=np.float32)
+    knn[:, 0] = np.bincount(at, weights=scores, minlength=n) / len(recent)
+    best = knn[:, 1]
+    best[:] = -np.inf
     np.maximum.at(best, at, scores)
-    last = np.zeros(n, dtype=np.float32)
-    last[at[owner == 0]] = scores[owner == 0]
+    best[best == -np.inf] = 0.0  # no recent item has it as a neighbour
+    last = np.count_nonzero(hit[: entries.lengths[0]])  # the most recent item's entries come first
+    knn[at[:last], 2] = scores[:last]
     # a repeated candidate reads the first of its copies in ``ranked``, where the entries were counted
-    back = np.searchsorted(ranked, candidates)
-    return total[back].astype(np.float32), np.where(np.isneginf(best), 0.0, best)[back].astype(np.float32), last[back]
+    return knn.take(ranked.searchsorted(candidates), axis=0)
 
 
 def _jaccard_with(mine: np.ndarray, theirs: np.ndarray, entries: _Entries) -> np.ndarray:
     """Jaccard similarity of each candidate's code set (``theirs``, laid out by ``entries``) with the set
     ``mine`` (0 when both are empty)."""
-    mine = np.unique(mine)
-    shared = (theirs[:, None] == mine).any(axis=1)  # ``mine`` is one item's few codes: cheaper than np.isin
-    common = np.bincount(entries.owner[shared], minlength=len(entries.lengths))
-    union = entries.lengths + len(mine) - common
-    return np.divide(common, union, out=np.zeros(len(union)), where=union > 0).astype(np.float32)
+    if not len(mine):
+        return np.zeros(len(entries.lengths))
+    ranked = np.sort(mine)  # one item's few codes: a binary search among them is cheaper than np.isin
+    shared = ranked.take(ranked.searchsorted(theirs), mode="clip") == theirs
+    common = np.bincount(entries.owner, weights=shared, minlength=len(entries.lengths))
+    return common / (entries.lengths + len(set(mine.tolist())) - common)  # the union holds ``mine``: never 0
 
 
-def _category_affinity(mine: np.ndarray, n_recent: int, theirs: np.ndarray, entries: _Entries) -> np.ndarray:
-    """Mean share of the ``n_recent`` recent items (whose codes are ``mine``) in each candidate's categories."""
-    if not n_recent:
-        return np.zeros(len(entries.lengths), dtype=np.float32)
-    width = int(max(mine.max(initial=-1), theirs.max(initial=-1))) + 1
-    share = np.bincount(mine, minlength=width) / n_recent
-    sums = np.bincount(entries.owner, weights=share[theirs], minlength=len(entries.lengths))
-    counts = entries.lengths
-    return np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0).astype(np.float32)
+def _category_affinity(codes: np.ndarray, entries: _Entries, n: int) -> np.ndarray:
+    """Mean share of the recent items (rows ``n:`` of ``entries``, whose codes are ``codes``) in the categories
+    of each candidate (rows ``:n``)."""
+    recent = entries.owner >= n
+    share = np.bincount(codes, weights=recent) / (len(entries.lengths) - n)  # as long as the codes need
+    sums = np.bincount(entries.owner, weights=share[codes], minlength=len(entries.lengths))[:n]
+    return sums / np.maximum(entries.lengths[:n], 1)  # no categories: a sum of 0
 
 
 def candidate_features(
@@ -194,28 +196,31 @@ def candidate_features(
     0.5
     """
     candidates = np.asarray(candidates, dtype=np.int64)
-    scores = np.asarray(tower_scores, dtype=np.float32)
-    recent = history.rows[:RECENT_ITEMS]
-    out = np.zeros((len(candidates), len(FEATURE_NAMES)), dtype=np.float32)
-    if not len(candidates):
+    n = len(candidates)
+    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
+    if not n:
         return out
-    out[:, 0] = scores
-    out[:, 1], out[:, 2], out[:, 3] = _knn(tables, recent, candidates)
+    out[:, 0] = tower_scores
     out[:, 4] = tables.popularity[candidates]
     out[:, 5] = tables.trend[candidates]
     age_days = (now - tables.first_seen[candidates]) / 86_400.0
-    out[:, 6] = np.log1p(np.clip(np.nan_to_num(age_days, nan=0.0), 0.0, None))
-    categories = _Entries.of(tables.category_offsets, candidates)  # read by two features
-    theirs = tables.category_codes[categories.index]
-    mine = tables.category_codes[_Entries.of(tables.category_offsets, recent).index]
-    out[:, 7] = _category_affinity(mine, len(recent), theirs, categories)
+    # never seen (NaN) or not yet: 0 days (+ 0.0 turns fmax's -0.0 into 0.0); an infinite age counts as the
+    # largest float: the values the ranker was trained on (np.nan_to_num, then np.clip)
+    out[:, 6] = np.log1p(np.minimum(np.fmax(age_days, 0.0), _LARGEST_FLOAT) + 0.0)
     out[:, 8] = np.log1p(min(len(history.rows), HISTORY_CAP))
-    if len(history.rows):
-        out[:, 9] = np.log1p(max(now - float(history.times[0]), 0.0) / 3_600.0)
-        last = history.rows[:1]
-        last_categories = tables.category_codes[_Entries.of(tables.category_offsets, last).index]
-        out[:, 10] = _jaccard_with(last_categories, theirs, categories)
-        titles = _Entries.of(tables.title_offsets, candidates)
-        last_titles = tables.title_codes[_Entries.of(tables.title_offsets, last).index]
-        out[:, 11] = _jaccard_with(last_titles, tables.title_codes[titles.index], titles)
+    if not len(history.rows):  # every other feature is 0
+        return out
+    recent = history.rows[:RECENT_ITEMS]
+    out[:, 1:4] = _knn(tables, recent, candidates)
+    # the candidates' categories and, after them, the recent items' (their shares): one pass over the table
+    categories = _Entries.of(tables.category_offsets, np.concatenate((candidates, recent)))
+    codes = tables.category_codes[categories.index]
+    out[:, 7] = _category_affinity(codes, categories, n)
+    out[:, 9] = np.log1p(max(now - float(history.times[0]), 0.0) / 3_600.0)
+    last = history.rows[0]
+    last_categories = tables.category_codes[tables.category_offsets[last] : tables.category_offsets[last + 1]]
+    out[:, 10] = _jaccard_with(last_categories, codes, categories)[:n]
+    titles = _Entries.of(tables.title_offsets, candidates)
+    last_titles = tables.title_codes[tables.title_offsets[last] : tables.title_offsets[last + 1]]
+    out[:, 11] = _jaccard_with(last_titles, tables.title_codes[titles.index], titles)
     return out
