@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -395,9 +396,8 @@ def _popularity(arrays: Mapping[str, np.ndarray] | None, catalogue: Catalogue, v
     if len(ids) != len(scores):
         raise ArtifactError(f"popularity.npz of {version!r}: item_ids and scores differ in length")
     # Popular items the catalogue no longer has are dropped (-1), keeping the others' order.
-    table_rows = np.fromiter(
-        (-1 if (row := catalogue.row_of(i)) is None else row for i in ids), dtype=np.int64, count=len(ids)
-    )
+    known_ids = catalogue.vocabulary.known_ids  # id -> row + 1; 0 for an unknown id, so row -1
+    table_rows = np.fromiter(map(known_ids.get, ids, repeat(0)), dtype=np.int64, count=len(ids)) - 1
     known = table_rows >= 0
     score_by_row[table_rows[known]] = scores[known]
     segments: dict[str, np.ndarray] = {}
