@@ -24,7 +24,14 @@ from towerlight.db.catalog import (
     upsert_items,
     upsert_users,
 )
-from towerlight.db.events import EventRow, history_and_removed, insert_events, recent_history, removed_items
+from towerlight.db.events import (
+    EventRow,
+    event_record,
+    history_and_removed,
+    insert_events,
+    recent_history,
+    removed_items,
+)
 from towerlight.db.migrate import migrate
 from towerlight.db.promotions import Promotion, list_promotions, live_promotions, remove_promotion, set_promotion
 from towerlight.errors import ConfigurationError, DatabaseUnavailableError, NotFoundError
@@ -531,3 +538,44 @@ def test_live_promotions_are_those_inside_their_window_pins_first(db: psycopg.Co
     # AND an item without a promotion cannot be removed
     with pytest.raises(NotFoundError):
         remove_promotion(db, "nothing")
+
+
+def test_consumers_writing_the_same_events_in_opposite_orders_never_deadlock(db_url: str) -> None:
+    from towerlight.ingest import IngestBatch, write_events
+
+    # GIVEN one SQS message set delivered to two consumers at once, in opposite orders (SQS keeps none)
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [
+        event_record(str(uuid.uuid4()), f"u{n % 50}", f"i{n}", "click", None, ts, None, None) for n in range(3000)
+    ]
+    batches = []
+    for order in (records, records[::-1]):
+        batch = IngestBatch()
+        for record in order:
+            batch.add(record)
+        batches.append(batch)
+    stored: list[int] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def consume(batch: IngestBatch) -> None:
+        start.wait()
+        try:
+            stored.append(write_events(batch))
+        except BaseException as exc:  # a deadlock victim lands here
+            failures.append(exc)
+        finally:
+            connection.close_shared_connection()
+
+    # WHEN both write at the same time, each on its own connection
+    threads = [threading.Thread(target=consume, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # THEN neither fails (the rows are written in one order, whatever the delivery's), and each event is
+    # stored once, by one of them
+    assert failures == []
+    assert sorted(stored) == [0, len(records)]
+    with psycopg.connect(db_url) as conn:
+        assert count(conn, "SELECT count(*) FROM events") == len(records)

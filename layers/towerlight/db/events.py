@@ -47,6 +47,7 @@ _INSERT_STAGED = (
     "WITH staged AS (DELETE FROM pg_temp.towerlight_events_in RETURNING *)"
     f" INSERT INTO events {_COLUMNS}"
     " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context FROM staged"
+    " ORDER BY event_id"  # the same lock order in every transaction (see towerlight.ingest._write)
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id::text"
 )
