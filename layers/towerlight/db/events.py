@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -47,7 +48,7 @@ _INSERT_STAGED = (
     "WITH staged AS (DELETE FROM pg_temp.towerlight_events_in RETURNING *)"
     f" INSERT INTO events {_COLUMNS}"
     " SELECT event_id, user_id, item_id, event_type, value, ts, recommendation_id, context FROM staged"
-    " ORDER BY event_id"  # the same lock order in every transaction (see towerlight.ingest._write)
+    " ORDER BY event_id"  # the lock order of every writer (see copy_events)
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id::text"
 )
@@ -172,9 +173,14 @@ def copy_events(conn: psycopg.Connection, records: Collection[EventRecord]) -> i
 
     Raises ``psycopg.errors.UniqueViolation`` when an event is stored already, and then writes nothing:
     the caller rolls back (its transaction or a savepoint) and uses ``insert_new_events``.
+
+    Rows go in event id order, whatever the caller's: two writers given overlapping events (an SQS
+    redelivery reaching a second consumer while the first still writes) then take the unique index's
+    locks in the same order, and one waits for the other instead of both deadlocking halfway.
+    ``insert_new_events`` inserts in the same order.
     """
     with conn.cursor() as cur:
-        _copy(cur, _COPY_INTO_EVENTS, records)
+        _copy(cur, _COPY_INTO_EVENTS, sorted(records, key=itemgetter(0)))
     return len(records)
 
 
