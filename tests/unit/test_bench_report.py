@@ -123,4 +123,10 @@ def test_a_tiny_serve_bench_completes(
     assert warm["handler_hnsw"]["n"] == warm["handler_exact"]["n"] == 20
     assert report.results["cold"]["runs"][0]["status"] == "200"
     assert all(t.value is not None for t in report.targets)
+    # AND the report says what re-ranked the candidates, timing it as a stage when a ranker was published
+    model = report.results["model"]
+    has_ranker = "ranker.json" in model["files"]
+    assert (model["ranker"] != "none") == has_ranker
+    assert ("ranker: features and scores of top-C" in warm["stages"]) == has_ranker
+    assert ("ranker.onnx" in model["files"]) == ("onnxruntime" in model["ranker"])
     assert json.loads(json_path.read_text())["benchmark"] == "serve"

@@ -159,7 +159,9 @@ def compare(call: Caller, spec: dict[str, Any]) -> dict[str, Any]:
 
     from towerlight.db.connection import shared_connection
     from towerlight.model.registry import ModelRegistry, get_registry, reset
+    from towerlight.ranking.features import UserHistory
     from towerlight.recommend.service import SEEN_LOOKBACK, PostgresSignals
+    from towerlight.recommend.strategies import history_rows
     from towerlight.retrieval import ExactRetriever
 
     served = get_registry()
@@ -202,6 +204,8 @@ def compare(call: Caller, spec: dict[str, Any]) -> dict[str, Any]:
         "hnswlib top-C": [],
         "exact top-C": [],
     }
+    if bundle.ranking is not None:
+        stages["ranker: features and scores of top-C"] = []
     for user in spec["users"]:
         conn = shared_connection()
         conn.autocommit = True  # as PostgresSignals reads: one round trip, no BEGIN/ROLLBACK
@@ -216,8 +220,13 @@ def compare(call: Caller, spec: dict[str, Any]) -> dict[str, Any]:
         vector = tower.user_vector(signals_of_user.history, signals_of_user.attributes)
         stages["user tower"].append(time.perf_counter_ns() - started)
         started = time.perf_counter_ns()
-        tower.retriever.search(vector, candidates)
+        labels, scores = tower.retriever.search(vector, candidates)
         stages["hnswlib top-C"].append(time.perf_counter_ns() - started)
+        if bundle.ranking is not None:
+            known = UserHistory(*history_rows(bundle.catalogue, signals_of_user.history, signals_of_user.times))
+            started = time.perf_counter_ns()
+            bundle.ranking.rescore(known, time.time(), labels[0], scores[0])
+            stages["ranker: features and scores of top-C"].append(time.perf_counter_ns() - started)
         started = time.perf_counter_ns()
         exact_retriever.search(vector, candidates)
         stages["exact top-C"].append(time.perf_counter_ns() - started)
@@ -229,7 +238,16 @@ def compare(call: Caller, spec: dict[str, Any]) -> dict[str, Any]:
         "strategies": dict(call.strategies),
         "stages_ns": stages,
         "index": dict(bundle.manifest.get("params", {}).get("index") or {}),
+        "ranker": _ranker_description(bundle.ranking),
     }
+
+
+def _ranker_description(ranking: Any) -> str:
+    """What re-ranks the served candidates: the ranker's kind and what scores it, or "none"."""
+    if ranking is None:
+        return "none"
+    scorer = "onnxruntime (ranker.onnx)" if ranking.compiled is not None else "numpy"
+    return f"{type(ranking.ranker).__name__}, {len(ranking.ranker.features)} features, scored by {scorer}"
 
 
 def main(args_path: str) -> int:

@@ -199,6 +199,7 @@ class _Warm:
     statuses: dict[str, int]
     strategies: dict[str, int]
     index: dict[str, Any]
+    ranker: str  # what re-ranks the top-C, as the warm process loaded it ("none" without a ranker)
     process: dict[str, Any]  # the cold start and peak RSS of the process that ran the warm benchmark
 
 
@@ -311,6 +312,7 @@ def _cold_and_warm(
         compared["statuses"],
         compared["strategies"],
         compared["index"],
+        compared["ranker"],
         outcome,
     )
     return cold, warm
@@ -429,13 +431,14 @@ def _report(
         ("Cold start (ms; MB)", cold_headers, cold_rows),
         (
             "Model",
-            ["version", "items", "dim", "hnsw index", "recall@10 (publish check)", "top-k overlap, served vs exact",
-             "artifacts MB"],
+            ["version", "items", "dim", "hnsw index", "ranker (re-scores top-C)", "recall@10 (publish check)",
+             "top-k overlap, served vs exact", "artifacts MB"],
             [[
                 model.version,
                 f"{config.items:,}",
                 config.dim,
                 f"M={warm.index.get('M')}, ef={warm.index.get('ef')}",
+                warm.ranker,
                 f"{recall:.4f}" if isinstance(recall, float) else "n/a",
                 f"{warm.overlap:.4f}" if warm.overlap is not None else "n/a",
                 f"{sum(f.get('bytes', 0) for f in files.values()) / 1e6:,.1f}",
@@ -476,6 +479,7 @@ def _report(
             "generate_seconds": model.generate_seconds,
             "files": files,
             "index": warm.index,
+            "ranker": warm.ranker,
             "model": model.manifest.get("model"),
         },
         "postgres": {"kind": stack.postgres, "settings": stack.postgres_settings},
