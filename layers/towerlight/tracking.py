@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
-from uuid import uuid4
 
 import pydantic
 import pydantic_core
@@ -29,6 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from towerlight.config import get_settings
 from towerlight.errors import MalformedRequestError, PayloadTooLargeError, QueueError, ValidationError
 from towerlight.event_types import EVENT_TYPES
+from towerlight.ids import time_ordered_id
 from towerlight.queue import send_messages
 
 MAX_BODY_BYTES = 256 * 1024
@@ -89,10 +89,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_event_id() -> str:
-    return str(uuid4())
-
-
 # 8-4-4-4-12 hex digits, either case (stored lower-case).
 EVENT_ID_PATTERN = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_identifier)]
@@ -116,7 +112,7 @@ class InteractionEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     event_id: EventId = Field(
-        default_factory=_new_event_id, description="UUID, the idempotency key; generated when absent"
+        default_factory=time_ordered_id, description="UUID, the idempotency key; generated when absent"
     )
     user_id: Identifier
     item_id: Identifier

@@ -87,7 +87,7 @@ def test_a_batch_is_accepted_in_order_with_ids_for_every_event(track: ModuleType
     assert status == 202
     assert body["accepted"] == 5
     assert body["event_ids"][2] == sent[2]["event_id"]
-    assert all(uuid.UUID(i).version == 4 for n, i in enumerate(body["event_ids"]) if n != 2)
+    assert all(uuid.UUID(i).version == 7 for n, i in enumerate(body["event_ids"]) if n != 2)
     # AND each message is its event, with the id and a UTC timestamp filled in
     messages = {m["event_id"]: m for m in queued(queue_url)}
     assert set(messages) == set(body["event_ids"])

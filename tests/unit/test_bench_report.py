@@ -69,8 +69,8 @@ def test_a_tiny_ingest_bench_completes(
     # GIVEN a Postgres server (the benchmark makes its own schema there)
     monkeypatch.setenv("DATABASE_URL", session_database_url)
     config = IngestBenchConfig(
-        events=300, batch=100, baseline_events=100, autocommit_events=20, duplicate_batches=1, users=20, items=50,
-        out=tmp_path,
+        events=300, batch=100, baseline_events=100, autocommit_events=20, duplicate_batches=1, id_order_batches=3,
+        users=20, items=50, out=tmp_path,
     )  # fmt: skip
     # WHEN the benchmark runs
     report, (json_path, md_path) = run_ingest_bench(config)
@@ -84,6 +84,9 @@ def test_a_tiny_ingest_bench_completes(
     assert results["handler"]["client_cpu_ms_per_batch"] > 0 and results["handler"]["events_per_cpu_second"] > 0
     assert json.loads(json_path.read_text())["targets"][0]["status"] in ("PASS", "MISS")
     assert "## CPU per batch" in md_path.read_text()
+    # AND both kinds of event id stored every batch of the primary-key comparison in their own table
+    assert [(s["batches"], s["rows"]) for s in results["id_order"].values()] == [(3, 300), (3, 300)]
+    assert all(s["primary_key_bytes"] > 0 for s in results["id_order"].values())
 
 
 @pytest.mark.integration

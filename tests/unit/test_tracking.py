@@ -85,8 +85,9 @@ def test_absent_event_id_and_timestamp_are_filled_in() -> None:
     before = datetime.now(UTC)
     # WHEN it is validated
     event = _event()
-    # THEN it gets a fresh UUID and the current UTC time
-    assert uuid.UUID(event.event_id).version == 4
+    # THEN it gets a fresh time-ordered UUID (v7, RFC 9562) and the current UTC time
+    made = uuid.UUID(event.event_id)
+    assert (made.version, made.variant) == (7, uuid.RFC_4122)
     assert before <= event.timestamp <= datetime.now(UTC)
     assert _event().event_id != event.event_id
 

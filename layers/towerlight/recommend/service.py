@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -50,6 +49,7 @@ from towerlight.errors import (
 from towerlight.event_types import POSITIVE_EVENT_TYPES
 from towerlight.experiments import Experiment, current_experiment
 from towerlight.exploration.records import Exploration
+from towerlight.ids import time_ordered_id
 from towerlight.impressions import Impression
 from towerlight.model.bundle import ModelBundle
 from towerlight.model.pinned import PinnedModels
@@ -404,7 +404,7 @@ class RecommendationService:
         )
         if any(rule["rule"] == "backfilled" for placed in page for rule in placed.applied):
             context.fallbacks.append("backfill")
-        recommendation_id = str(uuid.uuid4())
+        recommendation_id = time_ordered_id()
         exploration = None
         if explorer is not None:
             capped = query.max_per_category is not None  # a new item could break the cap: reorder the page only
@@ -499,7 +499,7 @@ class RecommendationService:
     ) -> Recommendations:
         return Recommendations(
             user_id=user_id,
-            recommendation_id=recommendation_id or str(uuid.uuid4()),
+            recommendation_id=recommendation_id or time_ordered_id(),
             model_version=bundle.version,
             strategy=choice.strategy,
             variant=choice.variant,

@@ -5,13 +5,17 @@ quarter of them with a ``recommendation_id`` and a ``context``), grouped into re
 ``batch`` records (``towerlight_offline.local.worker.sqs_event``). Then, on one Postgres (a fresh
 schema; ``towerlight_offline.bench.local_stack``):
 
-- ``functions/ingest/app.py``'s ``handler`` ingests every batch once (new events);
+- ``functions/ingest/app.py``'s ``handler`` ingests every batch once (new events, with ids as track
+  makes them: time-ordered UUIDv7);
 - the baselines, interleaved with those batches so load changes hit all paths: the same handler with
   its writer replaced by one ``INSERT ... ON CONFLICT DO NOTHING`` per event, all in one transaction
   per batch (the same atomicity as the real writer); and, on fewer events, one INSERT per event each
   committed on its own (autocommit);
 - the first ``duplicate_batches`` batches are delivered again whole (SQS redelivery): every event is
-  a duplicate.
+  a duplicate;
+- apart from the handler, ``id_order_batches`` batches of new events are written with the real writer
+  (``copy_events``) into two fresh ``events`` tables, one keyed by time-ordered ids and one by random
+  (v4) ids, as a client naming its own events may send: what the kind of id costs Postgres.
 
 Example::
 
@@ -39,11 +43,21 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import psycopg
 
 from towerlight import ingest as ingest_service
 from towerlight.db.connection import shared_connection
+from towerlight.db.events import copy_events, event_record
+from towerlight.ids import time_ordered_id
 from towerlight.ingest import EventBatchProcessor, IngestBatch
-from towerlight_offline.bench import LocalStack, discarded_stdout, lambda_env, local_stack, patched_environ
+from towerlight_offline.bench import (
+    LocalStack,
+    discarded_stdout,
+    fresh_schema,
+    lambda_env,
+    local_stack,
+    patched_environ,
+)
 from towerlight_offline.bench.report import (
     Report,
     Target,
@@ -74,6 +88,7 @@ class IngestBenchConfig:
     baseline_events: int = 20_000  # one INSERT per event, one transaction per batch
     autocommit_events: int = 2_000  # one INSERT per event, each its own transaction
     duplicate_batches: int = 20
+    id_order_batches: int = 300  # per kind of id, in the primary-key comparison
     users: int = 10_000
     items: int = 100_000
     seed: int = 0
@@ -102,7 +117,7 @@ def message_bodies(config: IngestBenchConfig, *, now: float | None = None) -> li
     bodies = []
     for user, item, kind, ts, tagged, position in zip(users, items, kinds, times, with_context, positions, strict=True):
         body: dict[str, Any] = {
-            "event_id": str(uuid.uuid4()),
+            "event_id": time_ordered_id(),
             "user_id": user,
             "item_id": item,
             "event_type": kind,
@@ -304,7 +319,9 @@ def run_ingest_bench(config: IngestBenchConfig, say: Say = logger.info) -> tuple
             postgres_rows = _count_events()
         finally:
             ingest.close()
-    report = _report(config, machine, stack, results, postgres_rows, time.perf_counter() - started)
+        say(f"primary key: {config.id_order_batches} batches of new events per kind of id, alternately")
+        id_order = compare_id_order(stack.server_url, config)
+    report = _report(config, machine, stack, results, postgres_rows, id_order, time.perf_counter() - started)
     return report, write_report(report, config.out)
 
 
@@ -340,6 +357,59 @@ def _measure(
     return results
 
 
+# The kinds of event id compared, each with how one is made.
+ID_KINDS: dict[str, Callable[[], str]] = {
+    "time-ordered (UUIDv7, as track makes them)": time_ordered_id,
+    "random (UUIDv4)": lambda: str(uuid.uuid4()),
+}
+
+
+def compare_id_order(server_url: str, config: IngestBenchConfig) -> dict[str, dict[str, Any]]:
+    """What storing new events costs under each kind of id (``ID_KINDS``), measured side by side.
+
+    Each kind writes into its own freshly migrated ``events`` table, with ``copy_events`` (the ingest
+    function's writer), one transaction per batch. Every batch's rows (users, items) are the same for
+    both kinds, only the ids differ, and the kinds take turns going first.
+    """
+    rng = np.random.default_rng(config.seed)
+    now = datetime.now(UTC)
+    timed: dict[str, _Timed] = {kind: _Timed() for kind in ID_KINDS}
+    with contextlib.ExitStack() as stack:
+        conns = {}
+        for kind in ID_KINDS:
+            url, _ = stack.enter_context(fresh_schema(server_url, prefix="towerlight_bench_ids"))
+            conns[kind] = stack.enter_context(psycopg.connect(url))
+        for position in range(config.id_order_batches):
+            users, items = rng.integers(config.users, size=config.batch), rng.integers(config.items, size=config.batch)
+            for kind in ID_KINDS if position % 2 else reversed(ID_KINDS):
+                make_id, conn = ID_KINDS[kind], conns[kind]
+                records = [
+                    event_record(make_id(), f"u{u}", f"i{i}", "click", None, now, None, None)
+                    for u, i in zip(users, items, strict=True)
+                ]
+                server_cpu = backend_cpu_seconds(conn.info.backend_pid)
+                started = time.perf_counter_ns()
+                with conn.transaction():
+                    copy_events(conn, records)
+                timed[kind].total_ns.append(time.perf_counter_ns() - started)
+                timed[kind].sizes.append(len(records))
+                timed[kind].server_cpu_s += backend_cpu_seconds(conn.info.backend_pid) - server_cpu
+        index_bytes = {
+            kind: int(conn.execute("SELECT pg_relation_size('events_pkey')").fetchone()[0])
+            for kind, conn in conns.items()
+        }
+    return {
+        kind: {
+            "batches": len(t.sizes),
+            "rows": sum(t.sizes),
+            "batch_latency": latency_summary(t.total_ns),
+            "postgres_cpu_ms_per_batch": round(t.server_cpu_s * 1e3 / len(t.sizes), 2) if t.sizes else None,
+            "primary_key_bytes": index_bytes[kind],
+        }
+        for kind, t in timed.items()
+    }
+
+
 def _count_events() -> int:
     conn = shared_connection()
     with conn.transaction():
@@ -352,6 +422,7 @@ def _report(
     stack: LocalStack,
     results: dict[str, _Timed],
     postgres_rows: int,
+    id_order: dict[str, dict[str, Any]],
     seconds: float,
 ) -> Report:
     summaries = {name: timed.summary() for name, timed in results.items()}
@@ -416,6 +487,8 @@ def _report(
         "events; the rest of a batch is parsing and validating records and Powertools' batch machinery",
         f"baseline batches run interleaved with the handler's; the autocommit baseline uses batches of "
         f"{min(config.batch, 100)}; {postgres_rows:,} rows in events at the end",
+        "primary key: copy_events alone (BEGIN, COPY, COMMIT) into two fresh events tables, the same users and "
+        "items under each kind of id, the kinds alternating which goes first",
         f"total benchmark time {seconds:.0f} s",
     ]
     return Report(
@@ -426,6 +499,7 @@ def _report(
             **summaries,
             "postgres": {"kind": stack.postgres, "settings": stack.postgres_settings},
             "rows_at_end": postgres_rows,
+            "id_order": id_order,
             "seconds": round(seconds, 1),
         },
         targets=targets,
@@ -463,6 +537,30 @@ def _report(
                     "commit etc. p50 ms",
                 ],
                 rows,
+            ),
+            (
+                "Primary key: time-ordered vs random event ids",
+                [
+                    "event ids",
+                    "batches",
+                    "rows at end",
+                    "batch p50 ms",
+                    "batch p99 ms",
+                    "Postgres backend ms",
+                    "primary key MB",
+                ],
+                [
+                    [
+                        kind,
+                        s["batches"],
+                        s["rows"],
+                        _ms(s["batch_latency"], "p50_ms"),
+                        _ms(s["batch_latency"], "p99_ms"),
+                        s["postgres_cpu_ms_per_batch"],
+                        f"{s['primary_key_bytes'] / 1e6:.1f}",
+                    ]
+                    for kind, s in id_order.items()
+                ],
             ),
         ],
         notes=notes,
