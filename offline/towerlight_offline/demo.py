@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -93,13 +93,26 @@ def _local_stack(stack: contextlib.ExitStack) -> None:
         console.say(f"started {line}")
 
 
-def _describe(items: list[dict[str, Any]], catalogue: Catalogue, marks: set[str]) -> None:
+def _describe(items: list[dict[str, Any]], catalogue: Catalogue, marks: set[str], clicks: Sequence[str] = ()) -> None:
+    """The page as a table; with ``explain`` reasons, the recent item each is closest to (a click: marked)."""
+    headers = ["rank", "item", "title", "genres", "score", ""]
+    explained = any("reasons" in item for item in items)
     rows = []
     for item in items:
         title, genres = catalogue.get(item["item_id"], ("?", []))
-        rows.append([item["rank"], item["item_id"], title[:40], ", ".join(genres)[:40], f"{item['score']:.3f}",
-                     "new" if item["item_id"] in marks else ""])  # fmt: skip
-    console.say(console.table(["rank", "item", "title", "genres", "score", ""], rows))
+        row = [item["rank"], item["item_id"], title[:40], ", ".join(genres)[:40], f"{item['score']:.3f}",
+               "new" if item["item_id"] in marks else ""]  # fmt: skip
+        if explained:
+            because = _because(item)
+            row.append("" if because is None else catalogue.get(because, ("?", []))[0][:30]
+                       + (" (clicked)" if because in clicks else ""))  # fmt: skip
+        rows.append(row)
+    console.say(console.table(headers + ["because you watched"] * explained, rows))
+
+
+def _because(item: dict[str, Any]) -> str | None:
+    """The user's recent item that ``explain=true`` names as closest to ``item`` (None when it names none)."""
+    return ((item.get("reasons") or {}).get("retrieval", {}).get("because") or {}).get("item_id")
 
 
 def _genre_counts(item_ids: list[str], catalogue: Catalogue) -> Counter[str]:
@@ -173,20 +186,25 @@ def run_demo(options: DemoOptions) -> int:
         console.say(f"{drained.received} message(s) received, {drained.deleted} deleted from the queue; "
                     f"{stored[0] if stored else 0} of the clicks are rows in Postgres")  # fmt: skip
 
-        console.heading(f"7. Recommend for user {user} again — same model, no retraining")
-        after = _call(recommend, api_event("recommend_get.json", f"/recommendations/{user}", query=query), "recommend")
+        console.heading(f"7. Recommend for user {user} again — same model, no retraining (explain=true)")
+        explained = {**query, "explain": "true"}
+        after = _call(
+            recommend, api_event("recommend_get.json", f"/recommendations/{user}", query=explained), "recommend"
+        )
         console.say(f"model {after['model_version']}, strategy {after['strategy']}")
-        _describe(after["items"], catalogue, set(i["item_id"] for i in after["items"]) - set(shown))
+        _describe(after["items"], catalogue, set(i["item_id"] for i in after["items"]) - set(shown), clicks)
 
         console.heading("What changed and why")
         after_ids = [i["item_id"] for i in after["items"]]
         share_before, share_after = _genre_counts(shown, catalogue)[genre], _genre_counts(after_ids, catalogue)[genre]
-        console.say(f"{genre} titles in the top {options.k}: {share_before} before, {share_after} after; "
-                    f"{len(set(after_ids) - set(shown))} new item(s) in the list.")  # fmt: skip
+        from_clicks = [i["item_id"] for i in after["items"] if _because(i) in clicks]
+        console.say(f"{len(set(after_ids) - set(shown))} new item(s) in the top {options.k}; {len(from_clicks)} of "
+                    f"the {len(after_ids)} are closest to one of the {len(clicks)} clicked titles (explain=true's "
+                    f"'because'); {genre} titles: {share_before} before, {share_after} after.")  # fmt: skip
         console.say(
             "The user tower reads the user's most recent events from Postgres on every request, so the "
-            f"{len(clicks)} clicks (now the newest history) moved the user's embedding; the clicked titles "
-            "themselves are filtered out as seen. The model version is the same in both answers."
+            f"{len(clicks)} clicks (now the newest history, weighted most) moved the user's embedding; the "
+            "clicked titles themselves are filtered out as seen. The model version is the same in both answers."
         )
     console.say(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return 0
