@@ -231,7 +231,8 @@ class HnswRetriever:
         self.ef = int(ef)
         self.groups = groups
         self.size = groups.size
-        self.center = None if center is None else np.asarray(center, dtype=np.float32).reshape(self.dim)
+        center = None if center is None else np.asarray(center, dtype=np.float32).reshape(self.dim)
+        self.center = center if center is not None and center.any() else None  # zeros: an uncentred index
 
     @classmethod
     def load(

@@ -1,5 +1,5 @@
 """Retrievers (exact and hnswlib) share one contract; the index builder checks hnsw recall against exact,
-indexes each distinct vector once and centres the index without changing any ranking."""
+indexes each distinct vector once and centres the index (without changing any ranking) only when needed."""
 
 from __future__ import annotations
 
@@ -197,6 +197,41 @@ def test_build_index_reports_and_raises_ef_until_recall_is_met(items: np.ndarray
     assert report.recall >= 0.95 and report.ef_search > 10
     assert report.M == 4 and report.items == 2000 and report.build_seconds >= 0
     assert (tmp_path / "i.hnsw").stat().st_size > 0
+
+
+def test_unit_norm_vectors_are_indexed_as_they_are(items: np.ndarray, tmp_path: Path) -> None:
+    # GIVEN unit-norm item vectors (as the towers make them)
+    # WHEN building the index
+    report, indexed = build_index(items, tmp_path / "i.hnsw", queries=unit_rows(200, seed=1), M=16)
+    # THEN the first graph, over the vectors themselves, met the target: nothing is subtracted
+    assert not report.centred and not indexed.center.any() and report.recall >= 0.95
+    assert load((tmp_path / "i.hnsw", indexed)).center is None
+
+
+def test_the_index_is_centred_when_the_uncentred_graph_misses(
+    items: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import towerlight_offline.index as index_module
+
+    # GIVEN an uncentred graph that misses the target at every ef of the ladder (its recall reported as 0)
+    real = index_module.neighbour_recall
+    ladder = len(index_module._ef_ladder(None, 10))
+    calls: list[int] = []
+
+    def recall(found: np.ndarray, exact: np.ndarray, queries: np.ndarray, data: np.ndarray) -> float:
+        calls.append(len(calls))
+        return 0.0 if len(calls) <= ladder else real(found, exact, queries, data)
+
+    monkeypatch.setattr(index_module, "neighbour_recall", recall)
+    queries = unit_rows(200, seed=1)
+    # WHEN building the index
+    report, indexed = build_index(items, tmp_path / "i.hnsw", queries=queries, M=16)
+    # THEN it was rebuilt over the vectors minus their mean, which finds what exact search finds
+    assert len(calls) > ladder and report.centred
+    np.testing.assert_allclose(indexed.center, items.mean(axis=0), atol=1e-6)
+    found, scores = load((tmp_path / "i.hnsw", indexed)).search(queries, 10)
+    assert real(found, ExactRetriever(items).search(queries, 10)[0], queries, items) >= 0.95
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, items[found]), atol=1e-5)
 
 
 def test_build_index_fails_when_recall_cannot_be_met(items: np.ndarray, tmp_path: Path) -> None:
