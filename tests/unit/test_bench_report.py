@@ -132,4 +132,6 @@ def test_a_tiny_serve_bench_completes(
     assert (model["ranker"] != "none") == has_ranker
     assert ("ranker: features and scores of top-C" in warm["stages"]) == has_ranker
     assert ("ranker.onnx" in model["files"]) == ("onnxruntime" in model["ranker"])
+    # AND the index's build-time recall and layout come with it
+    assert model["index"]["recall"] >= 0.95 and model["index"]["centred"] in (True, False)
     assert json.loads(json_path.read_text())["benchmark"] == "serve"

@@ -237,7 +237,8 @@ def compare(call: Caller, spec: dict[str, Any]) -> dict[str, Any]:
         "statuses": dict(call.statuses),
         "strategies": dict(call.strategies),
         "stages_ns": stages,
-        "index": dict(bundle.manifest.get("params", {}).get("index") or {}),
+        # what the build measured (recall, centred...) and what serving uses (params: ef, M)
+        "index": {**(bundle.manifest.get("index") or {}), **(bundle.manifest.get("params", {}).get("index") or {})},
         "ranker": _ranker_description(bundle.ranking),
     }
 

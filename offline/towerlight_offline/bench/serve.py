@@ -437,7 +437,8 @@ def _report(
                 model.version,
                 f"{config.items:,}",
                 config.dim,
-                f"M={warm.index.get('M')}, ef={warm.index.get('ef')}",
+                f"M={warm.index.get('M')}, ef={warm.index.get('ef')}, "
+                + ("centred" if warm.index.get("centred") else "uncentred"),
                 warm.ranker,
                 f"{recall:.4f}" if isinstance(recall, float) else "n/a",
                 f"{warm.overlap:.4f}" if warm.overlap is not None else "n/a",
