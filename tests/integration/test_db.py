@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -420,7 +423,8 @@ def test_missing_configuration_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_secret_arn_is_turned_into_a_connection_string(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN only an RDS secret ARN, and Secrets Manager answering with the RDS JSON
+    # GIVEN only an RDS secret ARN, no keys in the environment (a profile or a role: boto3 reads the
+    # secret), and Secrets Manager answering with the RDS JSON
     secret = '{"username": "app", "password": "p w", "host": "db.example", "port": 5433, "dbname": "tl"}'
     calls: list[str] = []
 
@@ -430,6 +434,8 @@ def test_secret_arn_is_turned_into_a_connection_string(monkeypatch: pytest.Monke
             return {"SecretString": secret}
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:db")
     monkeypatch.setattr("boto3.client", lambda name, **_: FakeSecrets())
     get_settings.cache_clear()
@@ -452,6 +458,32 @@ def test_secret_arn_is_turned_into_a_connection_string(monkeypatch: pytest.Monke
         monkeypatch.undo()
         get_settings.cache_clear()
         connection._secret_conninfo.cache_clear()
+
+
+@pytest.mark.integration
+def test_with_keys_in_the_environment_the_secret_is_read_without_importing_boto3(moto_endpoint: str) -> None:
+    import boto3
+
+    # GIVEN an RDS secret in Secrets Manager (moto's server) and a function environment as Lambda's: keys,
+    # a region, DATABASE_SECRET_ARN and no DATABASE_URL
+    secret = {"username": "app", "password": "p w", "host": "db.example", "port": 5433, "dbname": "tl"}
+    arn = boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
+        Name=f"towerlight-db-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret)
+    )["ARN"]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"DATABASE_SECRET_ARN": arn}
+    # WHEN a fresh process resolves the database URL
+    probe = (
+        "import json, sys; from towerlight.db.connection import database_url; url = database_url();"
+        " print(json.dumps({'url': url, 'boto3': 'boto3' in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    # THEN it names the secret's server, and boto3 was never imported
+    assert psycopg.conninfo.conninfo_to_dict(answer["url"]) == {
+        "host": "db.example", "port": "5433", "user": "app", "password": "p w", "dbname": "tl",
+    }  # fmt: skip
+    assert answer["boto3"] is False
 
 
 # --- embedded Postgres ------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from towerlight.errors import ArtifactError
+from towerlight.sigv4 import Credentials, sign
 from towerlight.store.base import ArtifactNotFoundError
-from towerlight.store.s3_reads import ATTEMPTS, Credentials, S3Reader, reader_from_environment, sign
+from towerlight.store.s3_reads import ATTEMPTS, S3Reader, reader_from_environment
 
 NOW = datetime(2026, 11, 30, 14, 5, 9, tzinfo=UTC)
 
@@ -29,7 +30,9 @@ def test_signature_is_the_one_botocore_computes(token: str | None, byte_range: s
     headers = {"Range": byte_range} if byte_range else {}
 
     # WHEN both sign it at the same instant
-    ours = sign(Credentials("AKID", "s3cr3t", token), "eu-west-1", "127.0.0.1:9000", url[21:], headers, NOW)
+    ours = sign(
+        Credentials("AKID", "s3cr3t", token), "eu-west-1", "s3", "GET", "127.0.0.1:9000", url[21:], headers, NOW
+    )
     request = AWSRequest(method="GET", url=url, headers=headers)
     with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
         S3SigV4Auth(BotoCredentials("AKID", "s3cr3t", token), "s3", "eu-west-1").add_auth(request)

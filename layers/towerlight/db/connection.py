@@ -25,6 +25,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from towerlight.config import get_settings
+from towerlight.db.secrets import read_secret_string
 from towerlight.errors import ConfigurationError, DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ _shared = _SharedConnection()
 
 @lru_cache(maxsize=4)
 def _secret_conninfo(secret_arn: str) -> str:
-    import boto3  # deferred: only the Secrets Manager path needs it
-
     try:
-        raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+        raw = read_secret_string(secret_arn)  # one signed POST, without boto3, where the environment allows
+        if raw is None:
+            import boto3  # deferred: only this path needs it
+
+            raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
         secret = json.loads(raw)
         return make_conninfo(
             host=secret["host"],

@@ -2,7 +2,7 @@
 
 boto3 costs ~0.25 s of CPU and ~30 MB to import and build a client (it parses the S3 service model),
 all of it before the first byte of a model arrives. Reading an object needs none of that: one GET signed
-with Signature Version 4 (``sign``), sent by ``http.client``. ``S3Reader`` does only that, and only where
+with Signature Version 4 (``towerlight.sigv4``), sent by ``http.client``. ``S3Reader`` does only that, and only where
 it reads what boto3 would: credentials from the environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; Lambda sets them), the endpoint from
 ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else ``https://<bucket>.s3.<region>.amazonaws.com``.
@@ -19,8 +19,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import http.client
 import os
 import random
@@ -28,85 +26,27 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
+from towerlight import sigv4
 from towerlight.errors import ArtifactError
+from towerlight.sigv4 import Credentials
 from towerlight.store.base import ArtifactNotFoundError
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a GET (botocore signs it the same way)
 ATTEMPTS = 4  # as boto3's "standard" retries: connection errors, throttling and 5xx
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_SECONDS = 5.0  # as the boto3 client's
 READ_TIMEOUT_SECONDS = 60.0
 _BUCKET_AS_HOST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: the TLS certificate covers it
-# Settings of boto3 this reader does not implement: with any of them set, boto3 reads.
-_UNSUPPORTED_SETTINGS = (
-    "AWS_USE_FIPS_ENDPOINT",
-    "AWS_USE_DUALSTACK_ENDPOINT",
-    "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",
-)
 # Every variable ``reader_from_environment`` reads (a cache of readers is keyed on their values).
 ENVIRONMENT = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
+    *sigv4.ENVIRONMENT,
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_CA_BUNDLE",
-    *_UNSUPPORTED_SETTINGS,
+    "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",  # a setting of boto3's S3 client this reader does not implement
 )
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key: str
-    secret_key: str
-    token: str | None = None
-
-
-def sign(
-    credentials: Credentials,
-    region_name: str,
-    host: str,
-    path: str,
-    headers: Mapping[str, str],
-    now: datetime,
-) -> dict[str, str]:
-    """The headers of a signed ``GET host/path`` (SigV4, service s3): ``headers`` (signed too) plus
-    ``x-amz-date``, ``x-amz-content-sha256``, ``x-amz-security-token`` and ``Authorization``.
-
-    ``path`` is already URI-encoded. Matches botocore's ``S3SigV4Auth`` header for header
-    (tests/unit/test_s3_reads.py).
-
-    >>> sign(Credentials("AKID", "secret"), "us-east-1", "127.0.0.1:5000", "/b/k", {}, now)["Authorization"]
-    'AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-...'
-    """
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    day = stamp[:8]
-    signed = {name.lower(): " ".join(str(value).split()) for name, value in headers.items()}
-    signed.update({"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp})
-    if credentials.token:
-        signed["x-amz-security-token"] = credentials.token
-    names = sorted(signed)
-    canonical = "\n".join(
-        ["GET", path, "", *(f"{name}:{signed[name]}" for name in names), "", ";".join(names), EMPTY_SHA256]
-    )
-    scope = f"{day}/{region_name}/s3/aws4_request"
-    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = f"AWS4{credentials.secret_key}".encode()
-    for part in (day, region_name, "s3", "aws4_request"):
-        key = hmac.digest(key, part.encode(), "sha256")
-    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
-    authorization = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={';'.join(names)}, Signature={signature}"
-    )
-    return {**{n: v for n, v in signed.items() if n != "host"}, "Authorization": authorization}
 
 
 class S3Reader:
@@ -163,7 +103,7 @@ class S3Reader:
                 if not reused:
                     connection.connect()  # with the connect timeout; then the longer one for reads
                     connection.sock.settimeout(READ_TIMEOUT_SECONDS)
-                headers = sign(self.credentials, self.region, host, path, extra, datetime.now(UTC))
+                headers = sigv4.sign(self.credentials, self.region, "s3", "GET", host, path, extra, datetime.now(UTC))
                 connection.request("GET", path, headers=headers)
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
@@ -215,16 +155,14 @@ def reader_from_environment(environ: Mapping[str, str] | None = None) -> S3Reade
     'us-east-1'
     """
     env = os.environ if environ is None else environ
-    access_key, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if not access_key or not secret_key or any(env.get(name) for name in _UNSUPPORTED_SETTINGS):
+    access = sigv4.environment_access(env)
+    if access is None or env.get("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT"):
         return None
     endpoint = None
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    region_name = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"  # as config.region()
-    if endpoint is None and not re.fullmatch(r"(us|eu|ap|ca|sa|me|af|il|mx)-[a-z]+-\d", region_name):
+    if endpoint is None and not access.in_aws_partition():
         return None  # China, GovCloud and other partitions have other host names
     if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
         return None
-    credentials = Credentials(access_key, secret_key, env.get("AWS_SESSION_TOKEN") or None)
-    return S3Reader(credentials, region_name, endpoint, env.get("AWS_CA_BUNDLE") or None)
+    return S3Reader(access.credentials, access.region, endpoint, access.ca_bundle)
