@@ -4,9 +4,9 @@ Both are UUIDv7 (RFC 9562): the first 48 bits are the unix time in milliseconds,
 12 random bits, the variant (0b10) and 62 random bits. Ids made later sort later, so a table keyed by
 them (``events``, ``impressions``, ``explorations``) grows its primary key at the right edge: a batch's
 new keys share a few index pages instead of each touching a random one, as random (v4) ids do.
-Measured side by side by ``towerlight bench ingest``: a fifth less Postgres time per batch of 1,000 new
-events and a quarter smaller primary key at 300k rows; random ids fare worse still once the index no
-longer fits in memory.
+Measured side by side by ``towerlight bench ingest`` (four runs): a fifth less time per batch of 1,000 new
+events, a quarter less Postgres CPU and a quarter smaller primary key at 300k rows; random ids fare worse
+still once the index no longer fits in memory.
 
 Example::
 
