@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from towerlight.errors import ArtifactError
-from towerlight.retrieval import ExactRetriever, HnswRetriever, LabelGroups, neighbour_recall, top_k_excluding
+from towerlight.retrieval import (
+    ExactRetriever,
+    HnswRetriever,
+    LabelGroups,
+    inner_products,
+    neighbour_recall,
+    top_k_excluding,
+)
 from towerlight_offline.index import IndexQualityError, build_index, distinct_vectors, perturbed_queries
 
 DIM = 32
@@ -241,6 +248,22 @@ def test_build_index_fails_when_recall_cannot_be_met(items: np.ndarray, tmp_path
         build_index(items, tmp_path / "i.hnsw", queries=None, M=4, ef_construction=10, min_recall=1.01)
     assert isinstance(caught.value, ArtifactError)
     assert not (tmp_path / "i.hnsw").exists()
+
+
+def test_a_rows_inner_product_does_not_depend_on_the_rows_beside_it() -> None:
+    # GIVEN item vectors and a user vector
+    rng = np.random.default_rng(3)
+    vectors, query = rng.standard_normal((5000, 64)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    for _ in range(100):
+        rows = rng.integers(0, len(vectors), int(rng.integers(2, 200)))
+        # WHEN scoring a batch, a part of it, and each row alone
+        batch = inner_products(vectors[rows], query)
+        part = inner_products(vectors[rows[: len(rows) // 2]], query)
+        alone = np.array([inner_products(vectors[r : r + 1], query)[0] for r in rows])
+        # THEN every row has the same float32 score, bit for bit, close to the exact product
+        np.testing.assert_array_equal(batch[: len(part)], part)
+        np.testing.assert_array_equal(batch, alone)
+        np.testing.assert_allclose(batch, vectors[rows].astype(np.float64) @ query, rtol=1e-5, atol=1e-5)
 
 
 # ---- top_k_excluding -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from towerlight.model.bundle import Catalogue, ModelBundle
 from towerlight.ranking import RankingModel
 from towerlight.ranking.features import UserHistory
 from towerlight.recommend.filters import Exclusions, take_allowed
+from towerlight.retrieval import inner_products
 
 STRATEGIES = ("two_tower", "content", "popularity", "hybrid")
 # An included category this small is scored whole (exact); a larger one is found among the candidates.
@@ -181,7 +182,7 @@ class TwoTowerScorer:
     def scores(self, rows: np.ndarray) -> np.ndarray:
         tower = self.context.bundle.two_tower
         assert tower is not None and self.context.vector is not None  # can_serve("two_tower")
-        return tower.embeddings[rows] @ self.context.vector
+        return inner_products(tower.embeddings[rows], self.context.vector)
 
     def candidates(self, rules: Exclusions, n: int, minimum: int | None = None) -> np.ndarray:
         exact = _small_category(self, rules, n)
