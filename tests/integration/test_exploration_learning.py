@@ -150,6 +150,29 @@ def test_a_learner_that_loses_the_swap_discards_its_version(store: ArtifactStore
     assert len(store.list_prefixes("bandit/vw")) == 2
 
 
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_model_file_that_is_missing_or_corrupt_does_not_stop_learning(
+    store: ArtifactStore, db: psycopg.Connection, damage: str
+) -> None:
+    # GIVEN a learned model whose file was then lost or damaged, and new decisions with their clicks
+    ingest = fresh_handler("ingest")
+    ingest.handler(sqs_batch(uniform_logs(10)), LambdaContext(function_name="ingest"))
+    broken, _ = read_vw_pointer(store)
+    assert broken is not None
+    if damage == "missing":
+        store.delete(model_key(broken.version))
+    else:
+        store.put_bytes(model_key(broken.version), b"not a model")
+    ingest.handler(sqs_batch(uniform_logs(200, seed=4)), LambdaContext(function_name="ingest"))
+    # WHEN the next pass learns (the one inside that batch's handler call)
+    pointer, _ = read_vw_pointer(store)
+    # THEN it learned them from a fresh model and published it: learning goes on
+    assert pointer is not None and pointer.version != broken.version and pointer.previous == broken.version
+    model = VWModelCache(lambda: store, epsilon=0.2).current()
+    assert model is not None and model.version == pointer.version
+    assert model.pmf(vw_example(SHARED, ACTIONS)) == pytest.approx([0.05, 0.05, 0.85, 0.05])
+
+
 def test_admin_online_stats_show_the_model_and_the_rewards_of_explored_and_exploited_decisions(
     store: ArtifactStore, db: psycopg.Connection
 ) -> None:

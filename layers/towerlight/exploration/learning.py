@@ -38,9 +38,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from towerlight.config import get_settings
 from towerlight.db.connection import shared_connection
-from towerlight.errors import PointerConflictError
+from towerlight.errors import ArtifactError, PointerConflictError
 from towerlight.exploration.features import vw_example
 from towerlight.exploration.model import (
+    VWPointer,
     open_workspace,
     publish_vw_model,
     read_vw_model,
@@ -137,7 +138,7 @@ class ExplorationLearner:
             ).fetchall()
             if not rows:
                 return LearnResult()
-            workspace = open_workspace(read_vw_model(store, current) if current else None)
+            workspace = open_workspace(_model_to_continue(store, current))
             for _, _, shared, actions, chosen, probability, reward in rows:
                 workspace.learn(vw_example(shared, actions, (chosen, -float(reward), probability)))
             last: tuple[datetime, str] = (rows[-1][0], rows[-1][1])
@@ -151,6 +152,21 @@ class ExplorationLearner:
                 return LearnResult(skipped="conflict")
         logger.info("VW model %s learned %d decisions (%d in all)", pointer.version, len(rows), pointer.examples)
         return LearnResult(learned=len(rows), version=pointer.version)
+
+
+def _model_to_continue(store: ArtifactStore, current: VWPointer | None) -> bytes | None:
+    """The model bytes ``current`` names, or None (learn from scratch) when there is none or it is unusable.
+
+    A file that is missing or fails its checksum would otherwise fail every pass, and no pass could ever
+    publish the version that replaces it: the decisions keep coming, so a fresh model is the lesser loss.
+    """
+    if current is None:
+        return None
+    try:
+        return read_vw_model(store, current)
+    except ArtifactError as exc:
+        logger.error("VW model %s is unusable (%s): learning starts again from a fresh model", current.version, exc)
+        return None
 
 
 def _count(metrics: MetricsSink | None, name: str, value: int) -> None:
