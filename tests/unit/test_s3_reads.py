@@ -99,7 +99,7 @@ def test_throttling_and_server_errors_are_retried(scripted: tuple[ThreadingHTTPS
     server, reader = scripted
     server.script += [(503, b"<Error><Code>SlowDown</Code></Error>"), (500, b""), (200, b"model bytes")]  # type: ignore[attr-defined]
 
-    with mock.patch("towerlight.store.s3_reads._back_off"):
+    with mock.patch("towerlight.sigv4.back_off"):
         data, etag = reader.read("bucket", "models/CURRENT")
 
     assert (data, etag) == (b"model bytes", '"etag-1"')
@@ -127,6 +127,6 @@ def test_an_endpoint_that_does_not_answer_fails_after_the_retries() -> None:
     reader = S3Reader(Credentials("AKID", "secret"), "us-east-1", f"http://127.0.0.1:{port}")
 
     # WHEN an object is read, THEN each attempt backs off and the last failure is an ArtifactError
-    with mock.patch("towerlight.store.s3_reads._back_off") as back_off, pytest.raises(ArtifactError, match="refused"):
+    with mock.patch("towerlight.sigv4.back_off") as back_off, pytest.raises(ArtifactError, match="refused"):
         reader.read("bucket", "models/CURRENT")
     assert back_off.call_count == ATTEMPTS - 1

@@ -88,7 +88,7 @@ def test_the_secret_is_read_with_one_signed_post_and_throttling_is_retried(
     secret = '{"username": "app", "password": "p", "host": "db", "port": 5432}'
     server.script += [(429, b'{"__type": "ThrottlingException"}'), (200, json.dumps({"SecretString": secret}).encode())]
     # WHEN the secret is read
-    with mock.patch("towerlight.db.secrets.time.sleep"):
+    with mock.patch("towerlight.sigv4.back_off"):
         found = read_secret_string(ARN, env)
     # THEN its string comes back, asked for by name with the GetSecretValue target, signed for the service
     assert found == secret
@@ -109,6 +109,6 @@ def test_refusals_and_unreachable_endpoints_raise_with_the_reason(
     assert len(server.seen) == 1
     # AND an endpoint that does not answer fails after the retries
     closed = {**KEYS, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    with mock.patch("towerlight.db.secrets.time.sleep") as slept, pytest.raises(SecretReadError, match="cannot reach"):
+    with mock.patch("towerlight.sigv4.back_off") as slept, pytest.raises(SecretReadError, match="cannot reach"):
         read_secret_string(ARN, closed)
     assert slept.call_count == secrets.ATTEMPTS - 1

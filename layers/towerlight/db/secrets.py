@@ -18,8 +18,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import random
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -27,7 +25,6 @@ from urllib.parse import urlsplit
 from towerlight import sigv4
 
 ATTEMPTS = 3
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 TIMEOUT_SECONDS = 5.0
 _HEADERS = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "secretsmanager.GetSecretValue"}
 
@@ -43,25 +40,17 @@ def read_secret_string(secret_arn: str, environ: Mapping[str, str] | None = None
     retrying connection errors, throttling and 5xx.
     """
     env = os.environ if environ is None else environ
-    access = sigv4.environment_access(env)
+    access = sigv4.environment_access(env, "AWS_ENDPOINT_URL_SECRETS_MANAGER")
     if access is None:
         return None
-    endpoint = None
-    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        endpoint = env.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or env.get("AWS_ENDPOINT_URL") or None
-    if endpoint is None:
-        if not access.in_aws_partition():
-            return None  # China, GovCloud and other partitions have other host names
-        endpoint = f"https://secretsmanager.{access.region}.amazonaws.com"
+    endpoint = access.endpoint or f"https://secretsmanager.{access.region}.amazonaws.com"
     address = urlsplit(endpoint)
-    if address.scheme not in ("http", "https"):
-        return None
     body = json.dumps({"SecretId": secret_arn}).encode()
     path = address.path.rstrip("/") or "/"
     failure = ""
     for attempt in range(ATTEMPTS):
         if attempt:
-            time.sleep(random.uniform(0, 0.1 * 2**attempt))  # full jitter, as boto3's standard mode
+            sigv4.back_off(attempt)
         headers = sigv4.sign(
             access.credentials, access.region, "secretsmanager", "POST", address.netloc, path, _HEADERS,
             datetime.now(UTC), body,
@@ -74,7 +63,7 @@ def read_secret_string(secret_arn: str, environ: Mapping[str, str] | None = None
         if status == 200:
             return str(json.loads(answer)["SecretString"])
         failure = f"Secrets Manager answered {status}: {_reason(answer)}"
-        if status not in RETRY_STATUSES:
+        if status not in sigv4.RETRY_STATUSES:
             break
     raise SecretReadError(failure)
 
@@ -82,15 +71,7 @@ def read_secret_string(secret_arn: str, environ: Mapping[str, str] | None = None
 def _post(
     scheme: str, host: str, path: str, headers: Mapping[str, str], body: bytes, ca_bundle: str | None
 ) -> tuple[int, bytes]:
-    if scheme == "https":
-        import ssl  # only for AWS itself: a local endpoint needs no TLS setup
-
-        context = ssl.create_default_context(cafile=ca_bundle)
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            host, timeout=TIMEOUT_SECONDS, context=context
-        )
-    else:
-        connection = http.client.HTTPConnection(host, timeout=TIMEOUT_SECONDS)
+    connection = sigv4.new_connection(scheme, host, TIMEOUT_SECONDS, ca_bundle)
     try:
         connection.request("POST", path, body=body, headers=dict(headers))
         response = connection.getresponse()

@@ -21,10 +21,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
@@ -35,7 +33,6 @@ from towerlight.sigv4 import Credentials
 from towerlight.store.base import ArtifactNotFoundError
 
 ATTEMPTS = 4  # as boto3's "standard" retries: connection errors, throttling and 5xx
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_SECONDS = 5.0  # as the boto3 client's
 READ_TIMEOUT_SECONDS = 60.0
 _BUCKET_AS_HOST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: the TLS certificate covers it
@@ -43,8 +40,6 @@ _BUCKET_AS_HOST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: t
 ENVIRONMENT = (
     *sigv4.ENVIRONMENT,
     "AWS_ENDPOINT_URL_S3",
-    "AWS_ENDPOINT_URL",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",  # a setting of boto3's S3 client this reader does not implement
 )
 
@@ -80,13 +75,7 @@ class S3Reader:
         connections: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("by_host", {})
         connection = connections.get((scheme, host))
         if connection is None:
-            if scheme == "https":
-                import ssl  # only for AWS itself: a local endpoint needs no TLS setup
-
-                context = ssl.create_default_context(cafile=self.ca_bundle)
-                connection = http.client.HTTPSConnection(host, timeout=CONNECT_TIMEOUT_SECONDS, context=context)
-            else:
-                connection = http.client.HTTPConnection(host, timeout=CONNECT_TIMEOUT_SECONDS)
+            connection = sigv4.new_connection(scheme, host, CONNECT_TIMEOUT_SECONDS, self.ca_bundle)
             connections[(scheme, host)] = connection
         return connection
 
@@ -111,13 +100,13 @@ class S3Reader:
                 if attempt + 1 == ATTEMPTS:
                     raise ArtifactError(f"cannot read {key!r} from S3: {exc}", {"key": key}) from exc
                 if not reused:  # a kept-alive connection the server has since closed: retry at once
-                    _back_off(attempt)
+                    sigv4.back_off(attempt)
                 continue
             if response.status in (200, 206):
                 break
             body = response.read()
-            if response.status in RETRY_STATUSES and attempt + 1 < ATTEMPTS:
-                _back_off(attempt)
+            if response.status in sigv4.RETRY_STATUSES and attempt + 1 < ATTEMPTS:
+                sigv4.back_off(attempt)
                 continue
             raise _error(key, response.status, body)
         try:
@@ -132,10 +121,6 @@ class S3Reader:
         """The whole object and its ETag (a body that breaks off raises ``OSError`` or ``HTTPException``)."""
         with self.get(bucket, key) as response:
             return response.read(), response.getheader("ETag", "")
-
-
-def _back_off(attempt: int) -> None:
-    time.sleep(random.uniform(0, 0.1 * 2**attempt))  # full jitter, as boto3's standard mode
 
 
 def _error(key: str, status: int, body: bytes) -> ArtifactError:
@@ -155,14 +140,7 @@ def reader_from_environment(environ: Mapping[str, str] | None = None) -> S3Reade
     'us-east-1'
     """
     env = os.environ if environ is None else environ
-    access = sigv4.environment_access(env)
+    access = sigv4.environment_access(env, "AWS_ENDPOINT_URL_S3")
     if access is None or env.get("AWS_S3_US_EAST_1_REGIONAL_ENDPOINT"):
         return None
-    endpoint = None
-    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    if endpoint is None and not access.in_aws_partition():
-        return None  # China, GovCloud and other partitions have other host names
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        return None
-    return S3Reader(access.credentials, access.region, endpoint, access.ca_bundle)
+    return S3Reader(access.credentials, access.region, access.endpoint, access.ca_bundle)
