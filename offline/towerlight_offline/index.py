@@ -115,6 +115,15 @@ def _ef_ladder(ef_search: int | None, k: int) -> list[int]:
     return sorted({max(e, k) for e in steps})
 
 
+def _graph(vectors: np.ndarray, M: int, ef_construction: int, num_threads: int, seed: int) -> hnswlib.Index:
+    """An hnswlib "ip" graph of ``vectors`` [G, D], label g = row g."""
+    index = hnswlib.Index(space="ip", dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), M=M, ef_construction=ef_construction, random_seed=seed)
+    index.set_num_threads(num_threads)
+    index.add_items(vectors, np.arange(len(vectors), dtype=np.int64), num_threads=num_threads)
+    return index
+
+
 def build_index(
     embeddings: np.ndarray,
     path: Path | str,
@@ -156,25 +165,27 @@ def build_index(
     groups = LabelGroups.from_labels(vector_of_item)
     exact, _ = ExactRetriever(data).search(queries, k)
     mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-    for center in (np.zeros(dim, dtype=np.float32), mean):
-        started = time.perf_counter()
-        index = hnswlib.Index(space="ip", dim=dim)
-        index.init_index(max_elements=len(vectors), M=M, ef_construction=ef_construction, random_seed=seed)
-        index.set_num_threads(num_threads)
-        index.add_items(vectors - center, np.arange(len(vectors), dtype=np.int64), num_threads=num_threads)
-        build_seconds = time.perf_counter() - started
-        centred = bool(center.any())
-        logger.info(
-            "built hnsw index of %d distinct vectors (%d items) x %d (M=%d, %s) in %.1f s",
-            len(vectors), n, dim, M, "centred" if centred else "uncentred", build_seconds,
-        )  # fmt: skip
-        recall = 0.0
+
+    def smallest_ef(index: hnswlib.Index, center: np.ndarray) -> tuple[int, float]:
+        """The first ef of the ladder whose recall@k reaches ``min_recall`` and that recall (else the last's)."""
         for ef in _ef_ladder(ef_search, k):
             approx, _ = HnswRetriever(index, dim, ef, groups, center).search(queries, k)
             recall = neighbour_recall(approx, exact, queries, data)
             logger.info("hnsw recall@%d with ef_search=%d: %.4f", k, ef, recall)
             if recall >= min_recall:
                 break
+        return ef, recall
+
+    for center in (np.zeros(dim, dtype=np.float32), mean):
+        started = time.perf_counter()
+        index = _graph(vectors - center, M, ef_construction, num_threads, seed)
+        build_seconds = time.perf_counter() - started
+        centred = bool(center.any())
+        logger.info(
+            "built hnsw index of %d distinct vectors (%d items) x %d (M=%d, %s) in %.1f s",
+            len(vectors), n, dim, M, "centred" if centred else "uncentred", build_seconds,
+        )  # fmt: skip
+        ef, recall = smallest_ef(index, center)
         if recall >= min_recall:
             break
     else:
