@@ -14,7 +14,15 @@ import pytest
 from towerlight.errors import ArtifactError
 from towerlight.exploration.explorer import ItemExplorer, ranked_pmf, sample_action
 from towerlight.exploration.features import action_features, escape, user_features, vw_example
-from towerlight.exploration.model import VWModel, VWModelCache, open_workspace, publish_vw_model, save_workspace
+from towerlight.exploration.model import (
+    VWModel,
+    VWModelCache,
+    model_key,
+    open_workspace,
+    publish_vw_model,
+    read_vw_pointer,
+    save_workspace,
+)
 from towerlight.exploration.records import Exploration
 from towerlight.exploration.settings import ExplorationSettings
 from towerlight.features import Vocabulary
@@ -262,6 +270,40 @@ def test_the_cache_keeps_the_last_good_model_when_the_store_fails(tmp_path: Path
     # THEN the same model keeps serving, and a store-less cache has none
     assert cache.current() is first
     assert VWModelCache(None, epsilon=0.1).current() is None
+
+
+@pytest.mark.parametrize("damage", ["not a VW model", "fails its checksum"])
+def test_the_cache_keeps_the_last_good_model_when_a_new_version_is_broken(tmp_path: Path, damage: str) -> None:
+    # GIVEN a cache serving a good model
+    store = open_store(tmp_path.as_uri())
+    learned_through = (datetime.now(UTC), "r")
+    publish_vw_model(
+        store, save_workspace(open_workspace()), learned=1, learned_through=learned_through, current=None, etag=None
+    )
+    now = [0.0]
+    cache = VWModelCache(lambda: store, epsilon=0.1, ttl=10, retry_after=5, clock=lambda: now[0])
+    good = cache.current()
+    assert good is not None
+    # WHEN the learner publishes a version that cannot be used: bytes VW cannot read (with their true
+    # checksum), or a file changed after its pointer was written
+    current, etag = read_vw_pointer(store)
+    broken = b"garbage" * 10 if damage == "not a VW model" else save_workspace(open_workspace())
+    pointer = publish_vw_model(store, broken, learned=1, learned_through=learned_through, current=current, etag=etag)
+    if damage == "fails its checksum":
+        store.put_bytes(model_key(pointer.version), b"changed after publishing")
+    now[0] = 11.0
+    # THEN the good model keeps serving
+    assert cache.current() is good
+    # AND a good version published next is read once retry_after (5 s) has passed, not the whole TTL (10 s)
+    current, etag = read_vw_pointer(store)
+    fixed = publish_vw_model(
+        store, save_workspace(open_workspace()), learned=1, learned_through=learned_through, current=current, etag=etag
+    )
+    now[0] = 15.9
+    assert cache.current() is good
+    now[0] = 16.0
+    model = cache.current()
+    assert model is not None and model.version == fixed.version
 
 
 # ---- the service ------------------------------------------------------------------------------------------
