@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit lint bench clean
 
-$(STAMP): pyproject.toml
+# The serving packages are held at the versions the Lambda layer ships (layers/requirements.txt, its extras
+# stripped: pip takes none in a constraints file), so the tests run what deploys.
+$(STAMP): pyproject.toml layers/requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Towerlight needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,dev]"
+	sed 's/\[[^]]*\]//' layers/requirements.txt > $(VENV)/layer-constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/layer-constraints.txt -e ".[offline,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
