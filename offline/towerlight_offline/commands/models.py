@@ -12,17 +12,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from towerlight.config import get_settings
 from towerlight.errors import ArtifactError
 from towerlight.store import ArtifactStore, open_store
 from towerlight.store.versions import list_versions, promote, read_manifest, rollback
 from towerlight_offline import console
 from towerlight_offline.gate import manifest_metric, served_row
+from towerlight_offline.local.store import ensure_store_uri
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("models", help="list published versions, promote one, or roll back")
-    parser.add_argument("--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE)")
+    parser.add_argument(
+        "--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE, else the local store)"
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="published versions, newest first").set_defaults(func=list_command)
     promote_parser = actions.add_parser("promote", help="point CURRENT at VERSION (bypasses the gate)")
@@ -36,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> ArtifactStore:
-    return open_store(args.store or get_settings().require_store())
+    return open_store(args.store or ensure_store_uri())
 
 
 def _gate_summary(manifest: dict[str, Any]) -> str:

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -88,12 +87,9 @@ def start_local_stack(stack: contextlib.ExitStack) -> list[str]:
         os.environ["EVENTS_QUEUE_URL"] = ensure_queue(EVENTS_QUEUE)
         started.append(f"SQS (moto server): {os.environ['EVENTS_QUEUE_URL']}")
     if not os.environ.get("TOWERLIGHT_STORE"):
-        import platformdirs
+        from towerlight_offline.local.store import ensure_store_uri
 
-        store = Path(platformdirs.user_data_dir("towerlight")) / "store"
-        store.mkdir(parents=True, exist_ok=True)
-        os.environ["TOWERLIGHT_STORE"] = store.as_uri()
-        started.append(f"artifact store (local directory): {store.as_uri()}")
+        started.append(f"artifact store (local directory): {ensure_store_uri()}")
     get_settings.cache_clear()  # settings are read once per process; the environment just changed
     return started
 

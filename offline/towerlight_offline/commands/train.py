@@ -20,6 +20,7 @@ from towerlight.errors import ConfigurationError
 from towerlight_offline import console
 from towerlight_offline.data.dataset import Dataset
 from towerlight_offline.index import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from towerlight_offline.local.store import ensure_store_uri
 from towerlight_offline.model.train import TwoTowerParams
 from towerlight_offline.pipeline import TrainConfig, TrainResult, run_training
 
@@ -60,7 +61,9 @@ def register(subparsers: Any) -> None:
         "popularity, item-kNN and ALS, publish a new version and promote it if the quality gate passes.",
     )
     add_data_arguments(parser)
-    parser.add_argument("--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE)")
+    parser.add_argument(
+        "--store", metavar="URI", help="artifact store (default: $TOWERLIGHT_STORE, else the local store)"
+    )
     parser.add_argument("--epochs", type=int, help=f"two-tower epochs (default {TwoTowerParams().epochs})")
     parser.add_argument(
         "--tolerance", type=float, default=0.01, help="relative NDCG@10 drop the gate accepts (default 0.01)"
@@ -173,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error("--epochs must be >= 0")
     if args.index_m < 2 or args.index_ef_construction < 1:
         args.parser.error("--index-m must be >= 2 and --index-ef-construction >= 1")
-    store = args.store or get_settings().require_store()
+    store = args.store or ensure_store_uri()
     params = TwoTowerParams() if args.epochs is None else replace(TwoTowerParams(), epochs=args.epochs)
     dataset, source = load_dataset(args)
     config = TrainConfig(
