@@ -398,15 +398,16 @@ def compare_id_order(server_url: str, config: IngestBenchConfig) -> dict[str, di
             kind: int(conn.execute("SELECT pg_relation_size('events_pkey')").fetchone()[0])
             for kind, conn in conns.items()
         }
+    summaries = {kind: t.summary() for kind, t in timed.items()}
     return {
         kind: {
-            "batches": len(t.sizes),
-            "rows": sum(t.sizes),
-            "batch_latency": latency_summary(t.total_ns),
-            "postgres_cpu_ms_per_batch": round(t.server_cpu_s * 1e3 / len(t.sizes), 2) if t.sizes else None,
+            "batches": s["batches"],
+            "rows": s["events"],
+            "batch_latency": s["batch_latency"],
+            "postgres_cpu_ms_per_batch": s["postgres_cpu_ms_per_batch"],
             "primary_key_bytes": index_bytes[kind],
         }
-        for kind, t in timed.items()
+        for kind, s in summaries.items()
     }
 
 
